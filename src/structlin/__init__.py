@@ -1,0 +1,77 @@
+"""structlin: structured linear operators on NumPy, PyTorch and JAX.
+
+```python
+import numpy as np
+import structlin as sl
+
+K = sl.Kron(np.random.randn(16, 16), np.random.randn(16, 16))
+x = np.random.randn(256)
+y = K.inv() @ x  # Kron of the factor inverses; no 256 x 256 matrix is formed
+```
+"""
+
+from structlin import backends, pytree, rules
+from structlin.errors import SingularOperatorError
+from structlin.functions import (
+    adjoint,
+    diag,
+    inv,
+    logdet,
+    matmat,
+    rmatmat,
+    slogdet,
+    solve,
+    to,
+    to_dense,
+    trace,
+    transpose,
+)
+from structlin.operator import LinearOperator
+from structlin.operators.block_diag import BlockDiag
+from structlin.operators.dense import Dense
+from structlin.operators.diagonal import Diagonal
+from structlin.operators.identity import Identity
+from structlin.operators.inverse import Inverse
+from structlin.operators.kron import Kron
+from structlin.operators.low_rank import LowRank
+from structlin.operators.permutation import Permutation, StridePermutation
+from structlin.operators.product import Product
+from structlin.operators.scalar_mul import ScalarMul
+from structlin.operators.sum import Sum
+from structlin.operators.transpose import Adjoint, Transpose
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adjoint",
+    "BlockDiag",
+    "Dense",
+    "Diagonal",
+    "Identity",
+    "Inverse",
+    "Kron",
+    "LinearOperator",
+    "LowRank",
+    "Permutation",
+    "Product",
+    "ScalarMul",
+    "SingularOperatorError",
+    "StridePermutation",
+    "Sum",
+    "Transpose",
+    "adjoint",
+    "backends",
+    "diag",
+    "inv",
+    "logdet",
+    "matmat",
+    "pytree",
+    "rmatmat",
+    "rules",
+    "slogdet",
+    "solve",
+    "to",
+    "to_dense",
+    "trace",
+    "transpose",
+]

@@ -1,0 +1,87 @@
+"""Argument checks shared by constructors and the public functions.
+
+Every message names the offending shapes, dtypes or backends and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from structlin.backends import Array, Backend, backend_of, is_array
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def float_array(x: Any, what: str, ndim: int | None = None) -> tuple[Array, Backend]:
+    """Check that `x` is a floating-point array (of `ndim` dimensions) and return its backend."""
+    if not is_array(x):
+        raise TypeError(
+            f"{what} must be a NumPy, PyTorch or JAX array, got {type(x).__name__}; "
+            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+        )
+    backend = backend_of(x)
+    if not backend.is_floating(x.dtype):
+        raise TypeError(
+            f"{what} has dtype {x.dtype}; structlin needs floating-point or complex values, "
+            "cast it first (e.g. x.astype(numpy.float64) or x.double())"
+        )
+    if ndim is not None and len(x.shape) != ndim:
+        raise ValueError(f"{what} must be {ndim}-D, got shape {shape_str(x.shape)}")
+    return x, backend
+
+
+def same_backend(items: Sequence[Any], what: str) -> None:
+    """Check that operators (or arrays) share one backend and one device.
+
+    Value-free operators (backend `None`) are compatible with everything.
+    """
+    from structlin.operator import LinearOperator
+
+    seen: list[tuple[Any, Any, Any]] = []
+    for item in items:
+        if isinstance(item, LinearOperator):
+            backend, device = item.backend, item.device
+        else:
+            backend = backend_of(item)
+            device = backend.device(item)
+        if backend is not None:
+            seen.append((backend, device, item))
+    for backend, device, item in seen[1:]:
+        backend0, device0, item0 = seen[0]
+        if backend is not backend0:
+            raise TypeError(
+                f"{what} mixes backends: {_describe(item0)} is {backend0.name} but "
+                f"{_describe(item)} is {backend.name}; convert with op.to(backend=...)"
+            )
+        if device is not None and device0 is not None and device != device0:
+            raise ValueError(
+                f"{what} mixes devices: {_describe(item0)} is on {device0} but "
+                f"{_describe(item)} is on {device}; move one with op.to(device=...)"
+            )
+
+
+def _describe(item: Any) -> str:
+    from structlin.operator import LinearOperator
+
+    if isinstance(item, LinearOperator):
+        return f"{type(item).__name__} of shape {shape_str(item.shape)}"
+    return f"array of shape {shape_str(item.shape)}"
+
+
+def square(A: Any, what: str) -> int:
+    m, n = A.shape
+    if m != n:
+        raise ValueError(
+            f"{what} needs a square operator, got {type(A).__name__} of shape {shape_str(A.shape)}"
+        )
+    return n
+
+
+def common_dtype(items: Sequence[Any], backend: Backend | None) -> Any:
+    dtypes = [item.dtype for item in items if item.dtype is not None]
+    if not dtypes:
+        return None
+    return backend.result_type(*dtypes)

@@ -1,0 +1,137 @@
+"""NumPy backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from structlin.backends.base import Array, Backend, Device, DType
+from structlin.errors import SingularOperatorError
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def is_array(self, x: object) -> bool:
+        return isinstance(x, (np.ndarray, np.generic))
+
+    def device(self, x: Array) -> Device:
+        return None
+
+    def is_floating(self, dtype: DType) -> bool:
+        return np.issubdtype(dtype, np.inexact)
+
+    def is_complex(self, dtype: DType) -> bool:
+        return np.issubdtype(dtype, np.complexfloating)
+
+    def is_integer(self, dtype: DType) -> bool:
+        return np.issubdtype(dtype, np.integer)
+
+    def result_type(self, *dtypes: DType) -> DType:
+        return np.result_type(*dtypes)
+
+    def default_float(self) -> DType:
+        return np.dtype(np.float64)
+
+    def index_dtype(self) -> DType:
+        return np.dtype(np.int64)
+
+    def asarray(self, x: Any, dtype: DType = None, device: Device = None) -> Array:
+        return np.asarray(x, dtype=dtype)
+
+    def astype(self, x: Array, dtype: DType) -> Array:
+        return x.astype(dtype, copy=False)
+
+    def to_device(self, x: Array, device: Device) -> Array:
+        if device not in (None, "cpu"):
+            raise ValueError(f"NumPy arrays live on the CPU; cannot move to device {device!r}")
+        return x
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return np.asarray(x)
+
+    def eye(self, n: int, dtype: DType, device: Device = None) -> Array:
+        return np.eye(n, dtype=dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: DType, device: Device = None) -> Array:
+        return np.zeros(shape, dtype=dtype)
+
+    def arange(self, n: int, device: Device = None) -> Array:
+        return np.arange(n, dtype=np.int64)
+
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
+        return np.reshape(x, shape)
+
+    def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
+        return np.transpose(x, axes)
+
+    def swap_last(self, x: Array) -> Array:
+        return np.swapaxes(x, -1, -2)
+
+    def take(self, x: Array, indices: Array, axis: int) -> Array:
+        return np.take(x, indices, axis=axis)
+
+    def concatenate(self, xs: list[Array], axis: int = 0) -> Array:
+        return np.concatenate(xs, axis=axis)
+
+    def stack(self, xs: list[Array], axis: int = 0) -> Array:
+        return np.stack(xs, axis=axis)
+
+    def conj(self, x: Array) -> Array:
+        return np.conj(x)
+
+    def abs(self, x: Array) -> Array:
+        return np.abs(x)
+
+    def log(self, x: Array) -> Array:
+        return np.log(x)
+
+    def sum(self, x: Array, axis: int | None = None) -> Array:
+        return np.sum(x, axis=axis)
+
+    def prod(self, x: Array, axis: int | None = None) -> Array:
+        return np.prod(x, axis=axis)
+
+    def minimum(self, x: Array, y: Array) -> Array:
+        return np.minimum(x, y)
+
+    def all(self, x: Array) -> Array:
+        return np.all(x)
+
+    def isfinite(self, x: Array) -> Array:
+        return np.isfinite(x)
+
+    def sort(self, x: Array) -> Array:
+        return np.sort(x)
+
+    def argsort(self, x: Array) -> Array:
+        return np.argsort(x)
+
+    def matmul(self, a: Array, b: Array) -> Array:
+        return np.matmul(a, b)
+
+    def einsum(self, subscripts: str, *operands: Array) -> Array:
+        return np.einsum(subscripts, *operands, optimize=True)
+
+    def diagonal(self, x: Array) -> Array:
+        return np.diagonal(x, axis1=-2, axis2=-1)
+
+    def kron(self, a: Array, b: Array) -> Array:
+        return np.kron(a, b)
+
+    def solve(self, a: Array, b: Array) -> Array:
+        try:
+            return np.linalg.solve(a, b)
+        except np.linalg.LinAlgError as e:
+            raise SingularOperatorError(f"singular matrix of shape {a.shape}: {e}") from None
+
+    def inv(self, a: Array) -> Array:
+        try:
+            return np.linalg.inv(a)
+        except np.linalg.LinAlgError as e:
+            raise SingularOperatorError(f"singular matrix of shape {a.shape}: {e}") from None
+
+    def slogdet(self, a: Array) -> tuple[Array, Array]:
+        sign, logabsdet = np.linalg.slogdet(a)
+        return sign, logabsdet

@@ -1,0 +1,145 @@
+"""PyTorch backend (CPU and CUDA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from structlin.backends.base import Array, Backend, Device, DType
+from structlin.errors import SingularOperatorError
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def is_array(self, x: object) -> bool:
+        return isinstance(x, torch.Tensor)
+
+    def device(self, x: Array) -> Device:
+        return x.device
+
+    def is_floating(self, dtype: DType) -> bool:
+        return dtype.is_floating_point or dtype.is_complex
+
+    def is_complex(self, dtype: DType) -> bool:
+        return dtype.is_complex
+
+    def is_integer(self, dtype: DType) -> bool:
+        return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+    def result_type(self, *dtypes: DType) -> DType:
+        out = dtypes[0]
+        for d in dtypes[1:]:
+            out = torch.promote_types(out, d)
+        return out
+
+    def default_float(self) -> DType:
+        return torch.get_default_dtype()
+
+    def index_dtype(self) -> DType:
+        return torch.int64
+
+    def asarray(self, x: Any, dtype: DType = None, device: Device = None) -> Array:
+        if isinstance(dtype, (np.dtype, type)):
+            dtype = getattr(torch, np.dtype(dtype).name)
+        return torch.as_tensor(x, dtype=dtype, device=device)
+
+    def astype(self, x: Array, dtype: DType) -> Array:
+        if isinstance(dtype, (np.dtype, type)):
+            dtype = getattr(torch, np.dtype(dtype).name)
+        return x.to(dtype)
+
+    def to_device(self, x: Array, device: Device) -> Array:
+        return x.to(device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return x.detach().cpu().resolve_conj().numpy()
+
+    def eye(self, n: int, dtype: DType, device: Device = None) -> Array:
+        return torch.eye(n, dtype=dtype, device=device)
+
+    def zeros(self, shape: tuple[int, ...], dtype: DType, device: Device = None) -> Array:
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    def arange(self, n: int, device: Device = None) -> Array:
+        return torch.arange(n, device=device)
+
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
+        return x.reshape(shape)
+
+    def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
+        return x.permute(axes)
+
+    def swap_last(self, x: Array) -> Array:
+        return x.transpose(-1, -2)
+
+    def take(self, x: Array, indices: Array, axis: int) -> Array:
+        return torch.index_select(x, axis, indices)
+
+    def concatenate(self, xs: list[Array], axis: int = 0) -> Array:
+        return torch.cat(xs, dim=axis)
+
+    def stack(self, xs: list[Array], axis: int = 0) -> Array:
+        return torch.stack(xs, dim=axis)
+
+    def conj(self, x: Array) -> Array:
+        return x.conj() if x.is_complex() else x
+
+    def abs(self, x: Array) -> Array:
+        return x.abs()
+
+    def log(self, x: Array) -> Array:
+        return x.log()
+
+    def sum(self, x: Array, axis: int | None = None) -> Array:
+        return x.sum() if axis is None else x.sum(dim=axis)
+
+    def prod(self, x: Array, axis: int | None = None) -> Array:
+        return x.prod() if axis is None else x.prod(dim=axis)
+
+    def minimum(self, x: Array, y: Array) -> Array:
+        return torch.minimum(x, y)
+
+    def all(self, x: Array) -> Array:
+        return torch.all(x)
+
+    def isfinite(self, x: Array) -> Array:
+        return torch.isfinite(x)
+
+    def sort(self, x: Array) -> Array:
+        return torch.sort(x).values
+
+    def argsort(self, x: Array) -> Array:
+        return torch.argsort(x)
+
+    def matmul(self, a: Array, b: Array) -> Array:
+        return torch.matmul(a, b)
+
+    def einsum(self, subscripts: str, *operands: Array) -> Array:
+        return torch.einsum(subscripts, *operands)
+
+    def diagonal(self, x: Array) -> Array:
+        return torch.diagonal(x, dim1=-2, dim2=-1)
+
+    def kron(self, a: Array, b: Array) -> Array:
+        # torch.kron fails on some non-contiguous (e.g. transposed) inputs.
+        (m1, n1), (m2, n2) = a.shape, b.shape
+        return (a[:, None, :, None] * b[None, :, None, :]).reshape(m1 * m2, n1 * n2)
+
+    def solve(self, a: Array, b: Array) -> Array:
+        try:
+            return torch.linalg.solve(a, b)
+        except torch.linalg.LinAlgError as e:
+            raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}: {e}") from None
+
+    def inv(self, a: Array) -> Array:
+        try:
+            return torch.linalg.inv(a)
+        except torch.linalg.LinAlgError as e:
+            raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}: {e}") from None
+
+    def slogdet(self, a: Array) -> tuple[Array, Array]:
+        sign, logabsdet = torch.linalg.slogdet(a)
+        return sign, logabsdet

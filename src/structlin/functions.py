@@ -1,0 +1,259 @@
+"""The public functions: checked entry points to the dispatched rules.
+
+Each function validates its arguments once (shapes, backends, dtypes) and then
+calls the plum-dispatched rule of the same name in [`structlin.rules`][], where
+structures register their exact implementations. Costs are those of the rule
+that matches; the docstrings of the operator classes state them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from structlin import _checks, rules
+from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend, is_array
+from structlin.operator import LinearOperator
+from structlin.operators._convert import bind
+from structlin.operators.scalar_mul import is_scalar
+
+__all__ = [
+    "adjoint",
+    "diag",
+    "inv",
+    "is_scalar",
+    "logdet",
+    "matmat",
+    "rmatmat",
+    "slogdet",
+    "solve",
+    "to",
+    "to_dense",
+    "trace",
+    "transpose",
+]
+
+
+def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, LinearOperator]:
+    """Check `X` against `A` and bring both to a common dtype."""
+    if not is_array(X):
+        raise TypeError(
+            f"{what}: expected an array, got {type(X).__name__}; "
+            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+        )
+    backend = backend_of(X)
+    if A.backend is not None and backend is not A.backend:
+        raise TypeError(
+            f"{what}: the operator is {A.backend.name} but the array is {backend.name}; "
+            f"convert one of them (e.g. op.to(backend='{backend.name}'))"
+        )
+    if not backend.is_floating(X.dtype):
+        raise TypeError(
+            f"{what}: the array has dtype {X.dtype}; structlin operators act on floating-point "
+            "or complex arrays, cast it first (e.g. x.astype(numpy.float64) or x.double())"
+        )
+    size = A.shape[1] if axis == 0 else A.shape[0]
+    if len(X.shape) == 0 or X.shape[axis] != size:
+        raise ValueError(
+            f"{what}: operator of shape {_checks.shape_str(A.shape)} cannot act on an array of "
+            f"shape {_checks.shape_str(X.shape)}; expected "
+            + (f"({size},) or ({size}, k)" if axis == 0 else f"(..., {size})")
+        )
+    if A.device is not None and backend.device(X) is not None and backend.device(X) != A.device:
+        raise ValueError(
+            f"{what}: the operator is on {A.device} but the array is on {backend.device(X)}; "
+            "move one of them (op.to(device=...) or x.to(...))"
+        )
+    if A.dtype is not None and X.dtype != A.dtype:
+        dtype = backend.result_type(A.dtype, X.dtype)
+        if X.dtype != dtype:
+            X = backend.astype(X, dtype)
+        if A.dtype != dtype:
+            A = rules.to(A, dtype, None, None)
+    return X, A
+
+
+def matmat(A: LinearOperator, X: Array) -> Array:
+    """`A @ X` for `X` of shape `(n,)` or `(n, k)`; also spelled `A @ X`.
+
+    The array and the operator must share a backend and device. Their dtypes
+    are promoted as the backend promotes them (a real operator applied to a
+    complex array gives a complex result).
+
+    Raises:
+        TypeError: `X` is not an array, is of another backend, or has an integer dtype.
+        ValueError: `X.shape[0] != A.shape[1]`, `X` has more than 2 dimensions, or
+            lives on another device.
+    """
+    X, A = _operand(A, X, "A @ x", 0)
+    ndim = len(X.shape)
+    if ndim == 2:
+        return rules.matmat(A, X)
+    if ndim == 1:
+        backend = backend_of(X)
+        return backend.reshape(rules.matmat(A, backend.reshape(X, (-1, 1))), (-1,))
+    raise ValueError(
+        f"A @ x: x must be a vector (n,) or a matrix (n, k), got shape {_checks.shape_str(X.shape)}; "
+        "for a batch of row vectors of shape (..., n) use x @ A.T"
+    )
+
+
+def rmatmat(X: Array, A: LinearOperator) -> Array:
+    """`X @ A` for `X` of shape `(..., m)`, giving `(..., n)`; also spelled `X @ A`.
+
+    Leading axes are batch axes: this is how layers apply `A^T` to a batch of rows.
+
+    Raises:
+        TypeError, ValueError: as for [`matmat`][structlin.matmat], with `X.shape[-1] != A.shape[0]`.
+    """
+    X, A = _operand(A, X, "x @ A", -1)
+    backend = backend_of(X)
+    lead = tuple(X.shape[:-1])
+    if len(lead) == 1:
+        return rules.rmatmat(X, A)
+    Y = rules.rmatmat(backend.reshape(X, (math.prod(lead), A.shape[0])), A)
+    return backend.reshape(Y, (*lead, A.shape[1]))
+
+
+def compose(A: LinearOperator, B: LinearOperator) -> LinearOperator:
+    """`A @ B`: a structured product where a rule exists (Kron, BlockDiag, Diagonal,
+    Permutation, Identity), else a lazy [`Product`][structlin.Product]."""
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(
+            f"A @ B: {type(A).__name__} of shape {_checks.shape_str(A.shape)} and "
+            f"{type(B).__name__} of shape {_checks.shape_str(B.shape)} do not chain"
+        )
+    return rules.compose(*_bound((A, B), "A @ B"))
+
+
+def add(A: LinearOperator, B: LinearOperator) -> LinearOperator:
+    """`A + B`: structured where a rule exists (Diagonal), else a lazy [`Sum`][structlin.Sum]."""
+    if A.shape != B.shape:
+        raise ValueError(
+            f"A + B: shapes differ, {type(A).__name__} {_checks.shape_str(A.shape)} and "
+            f"{type(B).__name__} {_checks.shape_str(B.shape)}"
+        )
+    return rules.add(*_bound((A, B), "A + B"))
+
+
+def _bound(ops: tuple[LinearOperator, ...], what: str) -> tuple[LinearOperator, ...]:
+    _checks.same_backend(ops, what)
+    backend = next((op.backend for op in ops if op.backend is not None), None)
+    device = next((op.device for op in ops if op.backend is not None), None)
+    return bind(ops, backend, _checks.common_dtype(ops, backend), device)
+
+
+def scale(c: Any, A: LinearOperator) -> LinearOperator:
+    """`c * A` for a scalar `c` (see [`ScalarMul`][structlin.ScalarMul])."""
+    return rules.scale(c, A)
+
+
+def transpose(A: LinearOperator) -> LinearOperator:
+    """`A^T`, structured for every structlin operator (e.g. `(A ⊗ B)^T = A^T ⊗ B^T`)."""
+    return rules.transpose(A)
+
+
+def adjoint(A: LinearOperator) -> LinearOperator:
+    """`A^H = conj(A)^T`; equal to `transpose(A)` for real operators."""
+    return rules.adjoint(A)
+
+
+def inv(A: LinearOperator) -> LinearOperator:
+    """`A^{-1}` as an operator.
+
+    Structured where the structure allows it: Kron (Kron of inverses),
+    BlockDiag (batched block inverses), Diagonal, Permutation, Identity,
+    ScalarMul, Product of square factors (reversed product of inverses), Dense
+    (explicit inverse, `O(n^3)`). Otherwise a lazy [`Inverse`][structlin.Inverse]
+    that solves with the dense matrix on each application.
+
+    Raises:
+        ValueError: `A` is not square.
+        SingularOperatorError: `A` is singular (where detectable eagerly).
+    """
+    _checks.square(A, "inv")
+    return rules.inv(A)
+
+
+def solve(A: LinearOperator, B: Array) -> Array:
+    """`A^{-1} B` for `B` of shape `(n,)` or `(n, k)`, using the structured inverse where one exists.
+
+    Raises:
+        ValueError: `A` is not square or `B` does not match it.
+        TypeError: `B` is not a floating-point array of `A`'s backend.
+        SingularOperatorError: `A` is singular (where detectable eagerly).
+    """
+    _checks.square(A, "solve")
+    B, A = _operand(A, B, "solve(A, b)", 0)
+    backend = backend_of(B)
+    if len(B.shape) == 1:
+        return backend.reshape(rules.solve(A, backend.reshape(B, (-1, 1))), (-1,))
+    if len(B.shape) != 2:
+        raise ValueError(
+            f"solve(A, b): b must have shape (n,) or (n, k), got {_checks.shape_str(B.shape)}"
+        )
+    return rules.solve(A, B)
+
+
+def to_dense(A: LinearOperator) -> Array:
+    """The `(m, n)` array `A` represents, built directly from the structure
+    (e.g. `numpy.kron` of the factors), not by applying `A` to the identity."""
+    return rules.to_dense(A)
+
+
+def slogdet(A: LinearOperator) -> tuple[Array, Array]:
+    """`(sign, log|det A|)`, like `numpy.linalg.slogdet`.
+
+    Structured for Kron (`sum_i (n/n_i) log|det A_i|`), BlockDiag (sum over
+    blocks), Diagonal, Permutation (the sign of the permutation), Identity,
+    ScalarMul, Product of square factors, Inverse and (conjugate) transposes;
+    dense LU otherwise. A singular operator gives `(0, -inf)`.
+
+    Raises:
+        ValueError: `A` is not square.
+    """
+    _checks.square(A, "slogdet")
+    return rules.slogdet(A)
+
+
+def logdet(A: LinearOperator) -> Array:
+    """`log det A`, for operators with a positive determinant (e.g. SPD).
+
+    Computed as `log(sign) + log|det A|` from [`slogdet`][structlin.slogdet]:
+    a real operator with a negative determinant gives `nan`, as `torch.logdet`
+    does; use `slogdet` when the sign matters.
+
+    Raises:
+        ValueError: `A` is not square.
+    """
+    sign, logabsdet = slogdet(A)
+    return backend_of(logabsdet).log(sign) + logabsdet
+
+
+def diag(A: LinearOperator) -> Array:
+    """The diagonal `A[i, i]`, `i < min(m, n)`: structured for Kron, BlockDiag,
+    Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise."""
+    return rules.diag(A)
+
+
+def trace(A: LinearOperator) -> Array:
+    """`sum_i A[i, i]` of a square operator (Kron: the product of factor traces).
+
+    Raises:
+        ValueError: `A` is not square.
+    """
+    _checks.square(A, "trace")
+    return rules.trace(A)
+
+
+def to(
+    A: LinearOperator,
+    dtype: DType = None,
+    device: Device = None,
+    backend: Backend | str | None = None,
+) -> LinearOperator:
+    """`A` with floating-point arrays cast to `dtype`, all arrays moved to `device`
+    and, if given, converted to another `backend` (through NumPy; a copy)."""
+    if isinstance(backend, str):
+        backend = get_backend(backend)
+    return rules.to(A, dtype, device, backend)

@@ -1,0 +1,198 @@
+"""The `LinearOperator` base class.
+
+An operator is a small immutable object that represents a matrix `A` of shape
+`(m, n)` without necessarily storing it. Everything it can do is a plum-dispatched
+rule in [`structlin.rules`][] (`matmat`, `transpose`, `inv`, ...); the methods here
+are thin, checked entry points to those rules.
+
+Each subclass names the attributes that hold arrays or other operators in
+`_children` (they are the leaves of its pytree) and the hashable attributes
+that describe it in `_static`. That single declaration gives pytree
+flattening, JAX registration, `.to(...)` and parameter extraction for layers.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
+
+if TYPE_CHECKING:
+    from structlin.operators.scalar_mul import ScalarMul
+    from structlin.operators.sum import Sum
+
+
+class LinearOperator:
+    """A matrix `A` of shape `(m, n)` represented by structure.
+
+    Attributes:
+        shape: `(m, n)`.
+        dtype: The dtype of `A`'s entries (`None` for value-free operators such
+            as a generic [`Identity`][structlin.Identity], which adopt the dtype
+            of what they act on).
+        backend: The [`Backend`][structlin.backends.Backend] of the arrays
+            (`None` for value-free operators).
+        device: Where the arrays live (`None` for NumPy and value-free operators).
+
+    Operations: `A @ x` (`x` of shape `(n,)` or `(n, k)`), `X @ A` (`X` of shape
+    `(..., m)`), `A @ B`, `A + B`, `A - B`, `c * A`, `A / c`, `-A`, `A.T`, `A.H`,
+    `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`.
+    """
+
+    _children: ClassVar[tuple[str, ...]] = ()
+    _static: ClassVar[tuple[str, ...]] = ()
+
+    # Tell NumPy to leave `ndarray @ op` and `scalar * op` to our reflected methods.
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from structlin import pytree
+
+        pytree.register(cls)
+
+    # -- immutability ----------------------------------------------------------
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"{type(self).__name__} is immutable; build a new operator instead of setting {name!r}"
+        )
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; cannot delete {name!r}")
+
+    # -- metadata ----------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        raise NotImplementedError(f"{type(self).__name__} does not define its shape")
+
+    def _child_values(self) -> list[Any]:
+        out: list[Any] = []
+        for name in self._children:
+            value = getattr(self, name)
+            out.extend(value if isinstance(value, tuple) else (value,))
+        return out
+
+    @cached_property
+    def backend(self) -> Backend | None:
+        for child in self._child_values():
+            if isinstance(child, LinearOperator):
+                if child.backend is not None:
+                    return child.backend
+            elif is_array(child):
+                return backend_of(child)
+        return None
+
+    @cached_property
+    def device(self) -> Device:
+        for child in self._child_values():
+            if isinstance(child, LinearOperator):
+                if child.backend is not None:
+                    return child.device
+            elif is_array(child):
+                return backend_of(child).device(child)
+        return None
+
+    @cached_property
+    def dtype(self) -> DType:
+        dtypes = []
+        for child in self._child_values():
+            if isinstance(child, LinearOperator):
+                if child.dtype is not None:
+                    dtypes.append(child.dtype)
+            elif is_array(child):
+                dtypes.append(child.dtype)
+        if not dtypes:
+            return None
+        return self.backend.result_type(*dtypes)
+
+    @property
+    def is_square(self) -> bool:
+        return self.shape[0] == self.shape[1]
+
+    # -- conversions -------------------------------------------------------------
+    def to_dense(self) -> Array:
+        """The `(m, n)` array this operator represents (see [`to_dense`][structlin.to_dense])."""
+        return _fns.to_dense(self)
+
+    def to(
+        self, dtype: DType = None, device: Device = None, backend: Backend | str | None = None
+    ) -> LinearOperator:
+        """A copy with floating-point arrays cast to `dtype`, all arrays moved to
+        `device` and, if given, converted to `backend` (see [`to`][structlin.to]).
+
+        Integer index arrays (of a [`Permutation`][structlin.Permutation]) keep their dtype.
+        """
+        return _fns.to(self, dtype=dtype, device=device, backend=backend)
+
+    # -- algebra -----------------------------------------------------------------
+    @property
+    def T(self) -> LinearOperator:
+        """`A^T` (see [`transpose`][structlin.transpose])."""
+        return _fns.transpose(self)
+
+    @property
+    def H(self) -> LinearOperator:
+        """`A^H`, the conjugate transpose (see [`adjoint`][structlin.adjoint])."""
+        return _fns.adjoint(self)
+
+    def inv(self) -> LinearOperator:
+        """`A^{-1}` (see [`inv`][structlin.inv])."""
+        return _fns.inv(self)
+
+    def __matmul__(self, other: Any) -> Any:
+        if isinstance(other, LinearOperator):
+            return _fns.compose(self, other)
+        return _fns.matmat(self, other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        if isinstance(other, LinearOperator):
+            return NotImplemented
+        return _fns.rmatmat(other, self)
+
+    def __add__(self, other: Any) -> Sum | LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _fns.add(self, other)
+
+    def __sub__(self, other: Any) -> Sum | LinearOperator:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return _fns.add(self, _fns.scale(-1, other))
+
+    def __neg__(self) -> ScalarMul | LinearOperator:
+        return _fns.scale(-1, self)
+
+    def __mul__(self, c: Any) -> ScalarMul | LinearOperator:
+        if isinstance(c, LinearOperator):
+            raise TypeError(
+                "`*` multiplies an operator by a scalar; use `A @ B` for the operator product"
+            )
+        if not _fns.is_scalar(c):
+            return NotImplemented
+        return _fns.scale(c, self)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, c: Any) -> ScalarMul | LinearOperator:
+        if not _fns.is_scalar(c):
+            return NotImplemented
+        return _fns.scale(1 / c, self)
+
+    # Operators are compared by identity; `==` on arrays would be ambiguous.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        dtype = getattr(self.dtype, "name", None) or str(self.dtype).replace("torch.", "")
+        backend = self.backend.name if self.backend is not None else "any"
+        m, n = self.shape
+        return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
+
+
+from structlin import functions as _fns  # noqa: E402  (the API needs the base class)

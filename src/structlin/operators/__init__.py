@@ -1,0 +1,1 @@
+"""Operator classes; each module holds one structure and all of its rules."""

@@ -1,0 +1,63 @@
+"""Conversion of operators between dtypes, devices and backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structlin._dispatch import dispatch
+from structlin.backends import Backend, backend_of, is_array
+from structlin.operator import LinearOperator
+from structlin.pytree import _flatten_one, _unflatten_one
+
+
+def convert_array(x: Any, dtype: Any, device: Any, backend: Backend | None) -> Any:
+    """Move one leaf to `backend`/`device` and cast it to `dtype` if it is floating point.
+
+    Integer arrays (permutation indices) keep their dtype; Python scalars pass through.
+    """
+    if not is_array(x):
+        return x
+    source = backend_of(x)
+    if backend is not None and backend is not source:
+        x = backend.asarray(source.to_numpy(x))
+        source = backend
+    if dtype is not None and source.is_floating(x.dtype):
+        x = source.astype(x, dtype)
+    if device is not None:
+        x = source.to_device(x, device)
+    return x
+
+
+@dispatch
+def to(A: LinearOperator, dtype: object, device: object, backend: object):
+    """Rebuild `A` with every array leaf converted by `convert_array` (`O(size of leaves)`)."""
+
+    def convert(child: Any) -> Any:
+        if isinstance(child, LinearOperator):
+            return to(child, dtype, device, backend)
+        if isinstance(child, tuple):
+            return tuple(convert(c) for c in child)
+        return convert_array(child, dtype, device, backend)
+
+    children, static = _flatten_one(A)
+    return _unflatten_one(type(A), static, tuple(convert(c) for c in children))
+
+
+def bind(
+    ops: tuple[LinearOperator, ...], backend: Backend | None, dtype: Any, device: Any
+) -> tuple[LinearOperator, ...]:
+    """Bring the members of a composite to one backend, dtype and device.
+
+    Value-free members (a generic `Identity`) get the composite's backend and
+    device, so that its dense conversion builds every part in one library; members
+    of a narrower dtype are cast (a copy, once, at construction) so that the rules
+    never meet mixed dtypes, which PyTorch refuses.
+    """
+    if backend is None:
+        return ops
+    return tuple(
+        op
+        if op.backend is not None and op.dtype == dtype
+        else to(op, dtype, device if op.backend is None else None, backend)
+        for op in ops
+    )

@@ -1,0 +1,159 @@
+"""`Identity`: the `n x n` identity, stored as nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from structlin._dispatch import dispatch
+from structlin.backends import Backend, Device, DType
+from structlin.operator import LinearOperator
+from structlin.rules import dense_backend
+
+
+class Identity(LinearOperator):
+    """The identity `I_n`.
+
+    With no `dtype`/`backend` it is value-free: it adopts the dtype, backend and
+    device of whatever it is applied to or combined with, so `A + sl.Identity(n)`
+    works for an operator `A` of any backend. Every rule is exact and `O(1)`
+    except `A @ X`, which returns `X` itself, and `to_dense`, `O(n^2)`.
+
+    Args:
+        n: Size.
+        dtype: Optional dtype of the entries.
+        backend: Optional [`Backend`][structlin.backends.Backend] (or its name).
+        device: Optional device.
+    """
+
+    _static = ("n", "_dtype", "_backend", "_device")
+
+    def __init__(
+        self,
+        n: int,
+        dtype: DType = None,
+        backend: Backend | str | None = None,
+        device: Device = None,
+    ):
+        if int(n) != n or n < 0:
+            raise ValueError(f"Identity size must be a non-negative integer, got {n!r}")
+        if isinstance(backend, str):
+            from structlin.backends import get_backend
+
+            backend = get_backend(backend)
+        self._set(n=int(n), _dtype=dtype, _backend=backend, _device=device)
+
+    @classmethod
+    def like(cls, A: LinearOperator) -> Identity:
+        """The identity of `A`'s size (`A.shape[1]`), dtype, backend and device."""
+        return cls(A.shape[1], A.dtype, A.backend, A.device)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    @property
+    def dtype(self) -> DType:
+        return self._dtype
+
+    @property
+    def backend(self) -> Backend | None:
+        return self._backend
+
+    @property
+    def device(self) -> Device:
+        return self._device
+
+
+@dispatch
+def matmat(A: Identity, X: object):
+    return X
+
+
+@dispatch
+def rmatmat(X: object, A: Identity):
+    return X
+
+
+@dispatch
+def to_dense(A: Identity):
+    backend, dtype, device = dense_backend(A)
+    return backend.eye(A.n, dtype, device)
+
+
+@dispatch
+def transpose(A: Identity):
+    return A
+
+
+@dispatch
+def adjoint(A: Identity):
+    return A
+
+
+@dispatch
+def inv(A: Identity):
+    return A
+
+
+@dispatch
+def solve(A: Identity, B: object):
+    return B
+
+
+@dispatch
+def slogdet(A: Identity):
+    backend, dtype, device = dense_backend(A)
+    zero = backend.zeros((), dtype, device)
+    return zero + 1, backend.abs(zero)
+
+
+@dispatch
+def diag(A: Identity):
+    backend, dtype, device = dense_backend(A)
+    return backend.diagonal(backend.eye(A.n, dtype, device))
+
+
+@dispatch
+def trace(A: Identity):
+    backend, dtype, device = dense_backend(A)
+    return backend.zeros((), dtype, device) + A.n
+
+
+@dispatch
+def compose(A: Identity, B: LinearOperator):
+    return B if _absorbed(A, B) else _product(A, B)
+
+
+@dispatch
+def compose(A: LinearOperator, B: Identity):
+    return A if _absorbed(B, A) else _product(A, B)
+
+
+@dispatch
+def compose(A: Identity, B: Identity):
+    return B if _absorbed(A, B) else A if _absorbed(B, A) else _product(A, B)
+
+
+@dispatch
+def to(A: Identity, dtype: object, device: object, backend: object):
+    return Identity(
+        A.n,
+        dtype if dtype is not None else A.dtype,
+        backend if backend is not None else A.backend,
+        device if device is not None else A.device,
+    )
+
+
+def _absorbed(identity: Identity, other: LinearOperator) -> bool:
+    """Whether dropping `identity` from a product with `other` changes nothing, dtype included."""
+    if identity.dtype is None:
+        return True
+    if other.dtype is None:
+        return False
+    return other.backend.result_type(identity.dtype, other.dtype) == other.dtype
+
+
+def _product(*ops: Any) -> LinearOperator:
+    from structlin.operators.product import Product
+
+    return Product(*ops)

@@ -1,0 +1,88 @@
+"""`Inverse`: the lazy inverse of an operator without a structured one, and `solve`."""
+
+from __future__ import annotations
+
+from structlin import _checks
+from structlin._dispatch import dispatch
+from structlin.operator import LinearOperator
+from structlin.rules import dense_backend
+
+
+class Inverse(LinearOperator):
+    """`A^{-1}` for a square operator `A`, applied by solving with `A`.
+
+    Built by `inv` for operators with no structured inverse (a `Sum`, a
+    full-rank `LowRank`, a `Product` with non-square factors, user operators).
+    `A^{-1} @ X` calls [`solve`][structlin.solve]`(A, X)`, which for those
+    operators is a dense LU solve: `O(n^3)` per application. To apply the same
+    inverse many times, materialise it once with `Dense(A.inv().to_dense())`.
+
+    Args:
+        op: A square operator.
+
+    Raises:
+        ValueError: `op` is not square.
+    """
+
+    _children = ("op",)
+
+    op: LinearOperator
+
+    def __init__(self, op: LinearOperator):
+        _checks.square(op, "Inverse")
+        self._set(op=op)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.op.shape
+
+
+@dispatch
+def inv(A: LinearOperator):
+    """Fallback: a lazy [`Inverse`][structlin.Inverse]; `O(1)` to build."""
+    return Inverse(A)
+
+
+@dispatch
+def inv(A: Inverse):
+    return A.op
+
+
+@dispatch
+def solve(A: LinearOperator, B: object):
+    """Fallback: LU solve with the dense matrix, `O(n^3 + n^2 k)` time, `O(n^2)` memory."""
+    return dense_backend(A)[0].solve(to_dense(A), B)
+
+
+@dispatch
+def solve(A: Inverse, B: object):
+    return matmat(A.op, B)
+
+
+@dispatch
+def matmat(A: Inverse, X: object):
+    return solve(A.op, X)
+
+
+@dispatch
+def to_dense(A: Inverse):
+    return dense_backend(A)[0].inv(to_dense(A.op))
+
+
+# `Inverse` only wraps operators without a structured inverse, and their transposes
+# have none either, so these build the node directly (dispatching to `inv` here
+# would loop with `inv(Transpose)` below).
+@dispatch
+def transpose(A: Inverse):
+    return Inverse(transpose(A.op))
+
+
+@dispatch
+def adjoint(A: Inverse):
+    return Inverse(adjoint(A.op))
+
+
+@dispatch
+def slogdet(A: Inverse):
+    sign, logabsdet = slogdet(A.op)
+    return dense_backend(A)[0].conj(sign), -logabsdet

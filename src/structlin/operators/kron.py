@@ -1,0 +1,179 @@
+"""`Kron`: the Kronecker product of operators, applied factor by factor."""
+
+from __future__ import annotations
+
+import math
+
+from structlin import _checks
+from structlin._dispatch import dispatch
+from structlin.backends import Array, Backend, backend_of
+from structlin.operator import LinearOperator
+from structlin.operators._convert import bind
+from structlin.operators.dense import as_operator
+from structlin.rules import dense_backend
+
+
+class Kron(LinearOperator):
+    """`A = A_1 ⊗ A_2 ⊗ ... ⊗ A_d` for factors `A_i` of shape `(m_i, n_i)`.
+
+    `A` has shape `(prod m_i, prod n_i)` and is never formed. `A @ X` views `X`
+    as a `(n_1, ..., n_d, k)` tensor and applies each factor along its axis, so
+    the cost is `sum_i matmat(A_i)` over `n k / n_i` columns, e.g. `O(n^{4/3} k)`
+    for three dense factors instead of `O(n^2 k)`. The exact rules:
+
+    - `(A ⊗ B)^T = A^T ⊗ B^T` and likewise for `^H`;
+    - `(A ⊗ B)^{-1} = A^{-1} ⊗ B^{-1}` (square factors);
+    - `log|det(⊗ A_i)| = sum_i (n / n_i) log|det A_i|`, sign `prod_i sign_i^(n / n_i)`;
+    - `diag` is the Kronecker product of the factor diagonals, `trace` the product of traces;
+    - `(A ⊗ B)(C ⊗ D) = AC ⊗ BD` when the factor shapes match.
+
+    Args:
+        *factors: Operators or 2-D arrays (wrapped as [`Dense`][structlin.Dense]),
+            at least one, all of one backend.
+
+    Raises:
+        ValueError: no factors.
+        TypeError: factors of different backends, or non-array factors.
+
+    Example:
+        >>> import numpy as np, structlin as sl
+        >>> K = sl.Kron(np.eye(2), 2 * np.eye(3))
+        >>> K.shape
+        (6, 6)
+    """
+
+    _children = ("factors",)
+
+    factors: tuple[LinearOperator, ...]
+
+    def __init__(self, *factors: LinearOperator | Array):
+        if not factors:
+            raise ValueError("Kron needs at least one factor")
+        ops = tuple(as_operator(f, "Kron factor") for f in factors)
+        _checks.same_backend(ops, "Kron")
+        backend = next((op.backend for op in ops if op.backend is not None), None)
+        device = next((op.device for op in ops if op.backend is not None), None)
+        self._set(factors=bind(ops, backend, _checks.common_dtype(ops, backend), device))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (
+            math.prod(f.shape[0] for f in self.factors),
+            math.prod(f.shape[1] for f in self.factors),
+        )
+
+
+def _wrap(factors: tuple[LinearOperator, ...]) -> Kron:
+    op = object.__new__(Kron)
+    op._set(factors=factors)
+    return op
+
+
+def _apply_factors(factors: tuple[LinearOperator, ...], X: Array, backend: Backend) -> Array:
+    """Apply `factors[i]` along axis `i` of `X` viewed as `(n_1, ..., n_d, k)`.
+
+    Each step brings the next factor's axis to the front, applies the factor
+    to the `(n_i, rest)` matrix and rotates the new axis to just before `k`;
+    after `d` steps the axes are back in order. One matmat and one copy per factor.
+    """
+    k = X.shape[1]
+    T = X
+    for factor in factors:
+        Y = matmat(factor, backend.reshape(T, (factor.shape[1], -1)))
+        m_i = Y.shape[0]
+        T = backend.permute_dims(backend.reshape(Y, (m_i, -1, k)), (1, 0, 2))
+    return backend.reshape(T, (-1, k))
+
+
+@dispatch
+def matmat(A: Kron, X: object):
+    return _apply_factors(A.factors, X, backend_of(X))
+
+
+@dispatch
+def to_dense(A: Kron):
+    backend = dense_backend(A)[0]
+    out = to_dense(A.factors[0])
+    for f in A.factors[1:]:
+        out = backend.kron(out, to_dense(f))
+    return out
+
+
+@dispatch
+def transpose(A: Kron):
+    return _wrap(tuple(transpose(f) for f in A.factors))
+
+
+@dispatch
+def adjoint(A: Kron):
+    return _wrap(tuple(adjoint(f) for f in A.factors))
+
+
+def _square_factors(A: Kron, what: str) -> None:
+    for i, f in enumerate(A.factors):
+        if f.shape[0] != f.shape[1]:
+            raise ValueError(
+                f"{what} of a Kron needs square factors; factor {i} has shape "
+                f"{_checks.shape_str(f.shape)} (a Kronecker product with a non-square factor "
+                "is singular or non-square)"
+            )
+
+
+@dispatch
+def inv(A: Kron):
+    _square_factors(A, "inv")
+    return _wrap(tuple(inv(f) for f in A.factors))
+
+
+@dispatch
+def solve(A: Kron, B: object):
+    return matmat(inv(A), B)
+
+
+@dispatch
+def slogdet(A: Kron):
+    _square_factors(A, "slogdet")
+    n = A.shape[0]
+    sign, logabsdet = 1, 0
+    for f in A.factors:
+        power = n // f.shape[0]
+        s, ld = slogdet(f)
+        sign = sign * s**power
+        logabsdet = logabsdet + power * ld
+    return sign, logabsdet
+
+
+@dispatch
+def diag(A: Kron):
+    if not all(f.shape[0] == f.shape[1] for f in A.factors):
+        return dense_backend(A)[0].diagonal(to_dense(A))
+    backend = dense_backend(A)[0]
+    out = diag(A.factors[0])
+    for f in A.factors[1:]:
+        out = backend.reshape(backend.kron(out[:, None], diag(f)[:, None]), (-1,))
+    return out
+
+
+@dispatch
+def trace(A: Kron):
+    if not all(f.shape[0] == f.shape[1] for f in A.factors):
+        return dense_backend(A)[0].sum(diag(A))
+    out = trace(A.factors[0])
+    for f in A.factors[1:]:
+        out = out * trace(f)
+    return out
+
+
+@dispatch
+def compose(A: Kron, B: Kron):
+    if len(A.factors) == len(B.factors) and all(
+        a.shape[1] == b.shape[0] for a, b in zip(A.factors, B.factors, strict=True)
+    ):
+        from structlin import functions
+
+        return _wrap(
+            tuple(functions.compose(a, b) for a, b in zip(A.factors, B.factors, strict=True))
+        )
+    from structlin.operators.product import Product
+
+    return Product(A, B)

@@ -1,0 +1,130 @@
+"""`LowRank`: a matrix stored as the product of two thin factors."""
+
+from __future__ import annotations
+
+from structlin import _checks
+from structlin._dispatch import dispatch
+from structlin.backends import Array
+from structlin.errors import SingularOperatorError
+from structlin.operator import LinearOperator
+
+
+class LowRank(LinearOperator):
+    """`A = U V` with `U` of shape `(m, r)` and `V` of shape `(r, n)`.
+
+    `A @ X = U (V X)` costs `O((m + n) r k)`. `A^T = V^T U^T` stays low-rank.
+    With `r < min(m, n)` a square `A` is singular: `inv`/`solve` raise
+    [`SingularOperatorError`][structlin.SingularOperatorError] and `slogdet`
+    returns `(0, -inf)`; otherwise they fall back to the dense `O(n^3)` rules.
+
+    Args:
+        U: Floating-point array of shape `(m, r)`.
+        V: Floating-point array of shape `(r, n)`, same backend.
+
+    Raises:
+        TypeError: non-floating arrays or mixed backends.
+        ValueError: non-2-D arrays or mismatched inner dimensions.
+
+    Example:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.LowRank(np.ones((3, 1)), np.ones((1, 2)))
+        >>> A @ np.array([1.0, 2.0])
+        array([3., 3., 3.])
+    """
+
+    _children = ("U", "V")
+
+    U: Array
+    V: Array
+
+    def __init__(self, U: Array, V: Array):
+        _checks.float_array(U, "LowRank U", ndim=2)
+        _checks.float_array(V, "LowRank V", ndim=2)
+        _checks.same_backend((U, V), "LowRank")
+        if U.shape[1] != V.shape[0]:
+            raise ValueError(
+                f"LowRank needs U of shape (m, r) and V of shape (r, n), got U "
+                f"{_checks.shape_str(U.shape)} and V {_checks.shape_str(V.shape)}"
+            )
+        self._set(U=U, V=V)
+
+    @property
+    def rank(self) -> int:
+        return self.U.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.U.shape[0], self.V.shape[1])
+
+
+def _wrap(U: Array, V: Array) -> LowRank:
+    op = object.__new__(LowRank)
+    op._set(U=U, V=V)
+    return op
+
+
+@dispatch
+def matmat(A: LowRank, X: object):
+    b = A.backend
+    return b.matmul(A.U, b.matmul(A.V, X))
+
+
+@dispatch
+def rmatmat(X: object, A: LowRank):
+    b = A.backend
+    return b.matmul(b.matmul(X, A.U), A.V)
+
+
+@dispatch
+def to_dense(A: LowRank):
+    return A.backend.matmul(A.U, A.V)
+
+
+@dispatch
+def transpose(A: LowRank):
+    b = A.backend
+    return _wrap(b.swap_last(A.V), b.swap_last(A.U))
+
+
+@dispatch
+def adjoint(A: LowRank):
+    b = A.backend
+    return _wrap(b.conj(b.swap_last(A.V)), b.conj(b.swap_last(A.U)))
+
+
+def _rank_deficient(A: LowRank) -> bool:
+    return A.rank < A.shape[0]
+
+
+@dispatch
+def inv(A: LowRank):
+    if _rank_deficient(A):
+        raise SingularOperatorError(
+            f"LowRank of shape {_checks.shape_str(A.shape)} and rank {A.rank} < "
+            f"{A.shape[0]} is singular; for a regularised inverse use (A + c * Identity).inv()"
+        )
+    from structlin.operators.inverse import Inverse
+
+    return Inverse(A)
+
+
+@dispatch
+def solve(A: LowRank, B: object):
+    inv(A)  # raises for a rank-deficient A
+    return A.backend.solve(to_dense(A), B)
+
+
+@dispatch
+def slogdet(A: LowRank):
+    b = A.backend
+    if _rank_deficient(A):
+        zero = b.zeros((), A.dtype, A.device)
+        return zero, b.log(b.abs(zero))
+    return b.slogdet(to_dense(A))
+
+
+@dispatch
+def diag(A: LowRank):
+    b = A.backend
+    d = min(A.shape)
+    return b.sum(A.U[:d] * b.swap_last(A.V[:, :d]), 1)

@@ -1,0 +1,162 @@
+"""`ScalarMul`: a scalar multiple `c A` of an operator."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from functools import cached_property
+from typing import Any
+
+from structlin import _checks
+from structlin._dispatch import dispatch
+from structlin.backends import DType, backend_of, is_array
+from structlin.errors import SingularOperatorError
+from structlin.operator import LinearOperator
+from structlin.operators._convert import bind
+
+
+def is_scalar(c: Any) -> bool:
+    """Whether `c` is a Python number or a 0-d array."""
+    if isinstance(c, numbers.Number) and not isinstance(c, bool):
+        return True
+    return is_array(c) and len(c.shape) == 0
+
+
+class ScalarMul(LinearOperator):
+    """`c A` for a scalar `c` (a Python number or a 0-d array) and an operator `A`.
+
+    Lazy and exact: `(cA)^T = c A^T`, `(cA)^H = conj(c) A^H`,
+    `(cA)^{-1} = A^{-1} / c`, `log|det(cA)| = n log|c| + log|det A|`,
+    each at the cost of the same rule for `A`. Built by `c * A`, `A / c` and `-A`.
+    Array scalars are leaves of the pytree, so JAX can differentiate with respect to `c`.
+
+    Args:
+        scalar: Python number or 0-d floating-point array.
+        op: The operator.
+    """
+
+    _children = ("scalar", "op")
+
+    scalar: Any
+    op: LinearOperator
+
+    def __init__(self, scalar: Any, op: LinearOperator):
+        if not is_scalar(scalar):
+            raise TypeError(
+                f"ScalarMul needs a Python number or a 0-d array, got {type(scalar).__name__}"
+                + (
+                    f" of shape {_checks.shape_str(scalar.shape)}"
+                    if hasattr(scalar, "shape")
+                    else ""
+                )
+            )
+        if is_array(scalar):
+            _checks.float_array(scalar, "ScalarMul scalar")
+            _checks.same_backend((scalar, op), "ScalarMul")
+            backend = backend_of(scalar)
+            (op,) = bind((op,), backend, scalar.dtype, backend.device(scalar))
+        self._set(scalar=scalar, op=op)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.op.shape
+
+    @cached_property
+    def dtype(self) -> DType:
+        c, dtype = self.scalar, self.op.dtype
+        if is_array(c):
+            return backend_of(c).result_type(c.dtype, dtype) if dtype is not None else c.dtype
+        if isinstance(c, complex) and dtype is not None and not self.backend.is_complex(dtype):
+            return self.backend.result_type(dtype, self.backend.asarray(1j).dtype)
+        return dtype
+
+
+def _wrap(c: Any, op: LinearOperator) -> ScalarMul:
+    out = object.__new__(ScalarMul)
+    out._set(scalar=c, op=op)
+    return out
+
+
+def _conj(c: Any) -> Any:
+    return backend_of(c).conj(c) if is_array(c) else c.conjugate()
+
+
+@dispatch
+def matmat(A: ScalarMul, X: object):
+    return A.scalar * matmat(A.op, X)
+
+
+@dispatch
+def rmatmat(X: object, A: ScalarMul):
+    return A.scalar * rmatmat(X, A.op)
+
+
+@dispatch
+def to_dense(A: ScalarMul):
+    return A.scalar * to_dense(A.op)
+
+
+@dispatch
+def transpose(A: ScalarMul):
+    return _wrap(A.scalar, transpose(A.op))
+
+
+@dispatch
+def adjoint(A: ScalarMul):
+    return _wrap(_conj(A.scalar), adjoint(A.op))
+
+
+def _check_nonzero(A: ScalarMul) -> None:
+    c = A.scalar
+    concrete = not is_array(c) or backend_of(c).is_concrete(c)
+    if concrete and c == 0:
+        raise SingularOperatorError(
+            f"ScalarMul of shape {_checks.shape_str(A.shape)} with scalar 0 is singular"
+        )
+
+
+@dispatch
+def inv(A: ScalarMul):
+    _check_nonzero(A)
+    return _wrap(1 / A.scalar, inv(A.op))
+
+
+@dispatch
+def solve(A: ScalarMul, B: object):
+    _check_nonzero(A)
+    return solve(A.op, B) / A.scalar
+
+
+@dispatch
+def slogdet(A: ScalarMul):
+    sign, logabsdet = slogdet(A.op)
+    c = A.scalar
+    n = A.shape[0]
+    magnitude = abs(c)
+    unit = c / (magnitude + (magnitude == 0))  # 0 when c == 0, as numpy.linalg.slogdet
+    if is_array(c):
+        log_magnitude = backend_of(c).log(magnitude)
+    else:
+        log_magnitude = math.log(magnitude) if magnitude > 0 else -math.inf
+    return sign * unit**n, logabsdet + n * log_magnitude
+
+
+@dispatch
+def diag(A: ScalarMul):
+    return A.scalar * diag(A.op)
+
+
+@dispatch
+def trace(A: ScalarMul):
+    return A.scalar * trace(A.op)
+
+
+@dispatch
+def scale(c: object, A: LinearOperator):
+    """`c A` as a lazy [`ScalarMul`][structlin.ScalarMul]; `O(1)`."""
+    return ScalarMul(c, A)
+
+
+@dispatch
+def scale(c: object, A: ScalarMul):
+    return ScalarMul(c * A.scalar, A.op)

@@ -1,0 +1,128 @@
+"""`Transpose` and `Adjoint`: lazy (conjugate) transposes of operators without a structured rule.
+
+Every operator in structlin has a structured transpose; these nodes exist for
+user-defined operators. Applying them materialises the dense matrix of the
+wrapped operator (`O(mn)` memory, `O(mn)` time per column).
+"""
+
+from __future__ import annotations
+
+from structlin._dispatch import dispatch
+from structlin.operator import LinearOperator
+from structlin.rules import dense_backend
+
+
+class Transpose(LinearOperator):
+    """`A^T` for an operator `A` of shape `(m, n)`; shape `(n, m)`.
+
+    Args:
+        op: The operator `A`.
+    """
+
+    _children = ("op",)
+
+    op: LinearOperator
+
+    def __init__(self, op: LinearOperator):
+        self._set(op=op)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        m, n = self.op.shape
+        return (n, m)
+
+
+class Adjoint(LinearOperator):
+    """`A^H = conj(A)^T` for an operator `A` of shape `(m, n)`; shape `(n, m)`.
+
+    Args:
+        op: The operator `A`.
+    """
+
+    _children = ("op",)
+
+    op: LinearOperator
+
+    def __init__(self, op: LinearOperator):
+        self._set(op=op)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        m, n = self.op.shape
+        return (n, m)
+
+
+@dispatch
+def transpose(A: LinearOperator):
+    """Fallback: a lazy [`Transpose`][structlin.Transpose]."""
+    return Transpose(A)
+
+
+@dispatch
+def adjoint(A: LinearOperator):
+    """Fallback: `transpose(A)` for real `A`, else a lazy [`Adjoint`][structlin.Adjoint]."""
+    if A.dtype is None or not A.backend.is_complex(A.dtype):
+        return transpose(A)
+    return Adjoint(A)
+
+
+@dispatch
+def to_dense(A: Transpose):
+    return dense_backend(A)[0].swap_last(to_dense(A.op))
+
+
+@dispatch
+def to_dense(A: Adjoint):
+    backend = dense_backend(A)[0]
+    return backend.conj(backend.swap_last(to_dense(A.op)))
+
+
+@dispatch
+def matmat(A: Transpose | Adjoint, X: object):
+    return dense_backend(A)[0].matmul(to_dense(A), X)
+
+
+@dispatch
+def rmatmat(X: object, A: Transpose | Adjoint):
+    return dense_backend(A)[0].matmul(X, to_dense(A))
+
+
+@dispatch
+def transpose(A: Transpose):
+    return A.op
+
+
+@dispatch
+def adjoint(A: Adjoint):
+    return A.op
+
+
+@dispatch
+def inv(A: Transpose):
+    return transpose(inv(A.op))
+
+
+@dispatch
+def inv(A: Adjoint):
+    return adjoint(inv(A.op))
+
+
+@dispatch
+def slogdet(A: Transpose):
+    return slogdet(A.op)
+
+
+@dispatch
+def slogdet(A: Adjoint):
+    sign, logabsdet = slogdet(A.op)
+    return dense_backend(A)[0].conj(sign), logabsdet
+
+
+@dispatch
+def diag(A: Transpose):
+    return diag(A.op)
+
+
+@dispatch
+def diag(A: Adjoint):
+    return dense_backend(A)[0].conj(diag(A.op))

@@ -1,0 +1,128 @@
+"""Operators as pytrees.
+
+An operator flattens into its leaves (arrays, and scalars of a
+[`ScalarMul`][structlin.ScalarMul]) and a hashable tree definition holding
+its static metadata. This is what lets JAX trace operators through `jit`,
+`vmap` and `grad`, and lets layers turn an operator's arrays into parameters.
+
+Every `LinearOperator` subclass is registered with JAX as soon as JAX is in use:
+at definition time if JAX is already imported, otherwise when structlin first
+meets a JAX array. Call [`register_with_jax`][structlin.pytree.register_with_jax]
+to register eagerly (for example before passing a NumPy-built operator to
+`jax.jit`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from structlin import backends
+
+__all__ = ["TreeDef", "register_with_jax", "tree_flatten", "tree_map", "tree_unflatten"]
+
+_CLASSES: list[type] = []
+_JAX_REGISTERED: set[type] = set()
+
+
+class TreeDef(NamedTuple):
+    """The structure of a flattened operator: its class, static data and child structure."""
+
+    cls: type
+    static: tuple[Any, ...]
+    children: tuple[Any, ...]  # per child: None (a leaf), TreeDef, or a tuple of those
+
+
+def _flatten_one(op: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    children = tuple(getattr(op, name) for name in op._children)
+    static = tuple(getattr(op, name) for name in op._static)
+    return children, static
+
+
+def _unflatten_one(cls: type, static: tuple[Any, ...], children: tuple[Any, ...]) -> Any:
+    # Bypasses __init__ on purpose: JAX rebuilds operators from tracers or
+    # placeholder objects, which no constructor check could accept.
+    op = object.__new__(cls)
+    for name, value in zip(cls._static, static, strict=True):
+        object.__setattr__(op, name, value)
+    for name, value in zip(cls._children, children, strict=True):
+        object.__setattr__(op, name, value)
+    return op
+
+
+def _is_operator(x: Any) -> bool:
+    from structlin.operator import LinearOperator
+
+    return isinstance(x, LinearOperator)
+
+
+def tree_flatten(op: Any) -> tuple[list[Any], TreeDef | None]:
+    """Flatten an operator into `(leaves, treedef)`; a non-operator is its own single leaf."""
+    leaves: list[Any] = []
+
+    def visit(node: Any) -> Any:
+        if _is_operator(node):
+            children, static = _flatten_one(node)
+            return TreeDef(type(node), static, tuple(visit(c) for c in children))
+        if isinstance(node, tuple):
+            return tuple(visit(c) for c in node)
+        leaves.append(node)
+        return None
+
+    return leaves, visit(op)
+
+
+def tree_unflatten(treedef: TreeDef | None, leaves: list[Any]) -> Any:
+    """Inverse of [`tree_flatten`][structlin.pytree.tree_flatten]."""
+    it = iter(leaves)
+
+    def build(node: Any) -> Any:
+        if node is None:
+            return next(it)
+        if isinstance(node, TreeDef):
+            return _unflatten_one(node.cls, node.static, tuple(build(c) for c in node.children))
+        return tuple(build(c) for c in node)
+
+    out = build(treedef)
+    if next(it, _SENTINEL) is not _SENTINEL:
+        raise ValueError("tree_unflatten got more leaves than the tree definition holds")
+    return out
+
+
+_SENTINEL = object()
+
+
+def tree_map(f: Callable[[Any], Any], op: Any) -> Any:
+    """Apply `f` to every leaf of `op` and rebuild the operator from the results."""
+    leaves, treedef = tree_flatten(op)
+    return tree_unflatten(treedef, [f(leaf) for leaf in leaves])
+
+
+def _register_jax(cls: type) -> None:
+    if cls in _JAX_REGISTERED:
+        return
+    import jax
+
+    jax.tree_util.register_pytree_node(
+        cls,
+        lambda op: _flatten_one(op),
+        lambda static, children: _unflatten_one(cls, static, children),
+    )
+    _JAX_REGISTERED.add(cls)
+
+
+def register_with_jax() -> None:
+    """Register every operator class with `jax.tree_util` (imports JAX)."""
+    for cls in _CLASSES:
+        _register_jax(cls)
+
+
+def register(cls: type) -> None:
+    """Record an operator class; registered with JAX now if JAX is in use, else later."""
+    _CLASSES.append(cls)
+    if sys.modules.get("jax") is not None:
+        _register_jax(cls)
+
+
+backends._ON_JAX_LOAD.append(register_with_jax)
