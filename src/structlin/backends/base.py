@@ -58,6 +58,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def index_dtype(self) -> DType: ...
 
+    def canonical_dtype(self, dtype: DType) -> DType:
+        """`dtype` (this library's, another's, or a name such as `"float32"`) as this library's."""
+        import numpy as np
+
+        try:
+            return np.dtype(dtype)
+        except TypeError:  # a torch.dtype
+            return np.dtype(str(dtype).removeprefix("torch."))
+
     def is_concrete(self, x: Array) -> bool:
         """Whether the values of `x` can be read now (false for JAX tracers)."""
         return True

@@ -41,15 +41,17 @@ class TorchBackend(Backend):
     def index_dtype(self) -> DType:
         return torch.int64
 
+    def canonical_dtype(self, dtype: DType) -> DType:
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        return getattr(torch, np.dtype(dtype).name)
+
     def asarray(self, x: Any, dtype: DType = None, device: Device = None) -> Array:
-        if isinstance(dtype, (np.dtype, type)):
-            dtype = getattr(torch, np.dtype(dtype).name)
+        dtype = None if dtype is None else self.canonical_dtype(dtype)
         return torch.as_tensor(x, dtype=dtype, device=device)
 
     def astype(self, x: Array, dtype: DType) -> Array:
-        if isinstance(dtype, (np.dtype, type)):
-            dtype = getattr(torch, np.dtype(dtype).name)
-        return x.to(dtype)
+        return x.to(self.canonical_dtype(dtype))
 
     def to_device(self, x: Array, device: Device) -> Array:
         return x.to(device)

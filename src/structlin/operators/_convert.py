@@ -22,7 +22,7 @@ def convert_array(x: Any, dtype: Any, device: Any, backend: Backend | None) -> A
         x = backend.asarray(source.to_numpy(x))
         source = backend
     if dtype is not None and source.is_floating(x.dtype):
-        x = source.astype(x, dtype)
+        x = source.astype(x, source.canonical_dtype(dtype))
     if device is not None:
         x = source.to_device(x, device)
     return x
@@ -43,6 +43,15 @@ def to(A: LinearOperator, dtype: object, device: object, backend: object):
     return _unflatten_one(type(A), static, tuple(convert(c) for c in children))
 
 
+def static_dtype(
+    dtype: Any, current: Any, backend: Backend | None, current_backend: Backend | None
+) -> Any:
+    """The dtype a value-free operator (no arrays) keeps after `to(dtype, ..., backend)`."""
+    dtype = dtype if dtype is not None else current
+    target = backend if backend is not None else current_backend
+    return dtype if dtype is None or target is None else target.canonical_dtype(dtype)
+
+
 def bind(
     ops: tuple[LinearOperator, ...], backend: Backend | None, dtype: Any, device: Any
 ) -> tuple[LinearOperator, ...]:
@@ -57,7 +66,8 @@ def bind(
         return ops
     return tuple(
         op
-        if op.backend is not None and op.dtype == dtype
+        # `is not None` first: numpy.dtype("float64") == None is True.
+        if op.backend is not None and op.dtype is not None and op.dtype == dtype
         else to(op, dtype, device if op.backend is None else None, backend)
         for op in ops
     )

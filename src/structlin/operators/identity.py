@@ -7,6 +7,7 @@ from typing import Any
 from structlin._dispatch import dispatch
 from structlin.backends import Backend, Device, DType
 from structlin.operator import LinearOperator
+from structlin.operators._convert import static_dtype
 from structlin.rules import dense_backend
 
 
@@ -138,7 +139,7 @@ def compose(A: Identity, B: Identity):
 def to(A: Identity, dtype: object, device: object, backend: object):
     return Identity(
         A.n,
-        dtype if dtype is not None else A.dtype,
+        static_dtype(dtype, A.dtype, backend, A.backend),
         backend if backend is not None else A.backend,
         device if device is not None else A.device,
     )

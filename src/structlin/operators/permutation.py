@@ -11,7 +11,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import convert_array
+from structlin.operators._convert import convert_array, static_dtype
 from structlin.rules import dense_backend
 
 
@@ -170,9 +170,8 @@ def compose(A: Permutation, B: Permutation):
 
 @dispatch
 def to(A: Permutation, dtype: object, device: object, backend: object):
-    return _wrap(
-        convert_array(A.perm, None, device, backend), dtype if dtype is not None else A.dtype
-    )
+    perm = convert_array(A.perm, None, device, backend)
+    return _wrap(perm, static_dtype(dtype, A.dtype, backend_of(perm), A.backend))
 
 
 class StridePermutation(Permutation):
@@ -258,7 +257,7 @@ def to(A: StridePermutation, dtype: object, device: object, backend: object):
     return StridePermutation(
         A.rows,
         A.cols,
-        dtype if dtype is not None else A.dtype,
+        static_dtype(dtype, A.dtype, backend, A.backend),
         backend if backend is not None else A.backend,
         device if device is not None else A.device,
     )
