@@ -20,10 +20,10 @@ class NumpyBackend(Backend):
         return None
 
     def is_floating(self, dtype: DType) -> bool:
-        return np.issubdtype(dtype, np.inexact)
+        return np.dtype(dtype).kind in "fc"
 
     def is_complex(self, dtype: DType) -> bool:
-        return np.issubdtype(dtype, np.complexfloating)
+        return np.dtype(dtype).kind == "c"
 
     def is_integer(self, dtype: DType) -> bool:
         return np.issubdtype(dtype, np.integer)
@@ -61,7 +61,7 @@ class NumpyBackend(Backend):
         return np.arange(n, dtype=np.int64)
 
     def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
-        return np.reshape(x, shape)
+        return x.reshape(shape)
 
     def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
         return np.transpose(x, axes)
