@@ -174,14 +174,14 @@ class LinearOperator:
                 "`*` multiplies an operator by a scalar; use `A @ B` for the operator product"
             )
         if not _fns.is_scalar(c):
-            return NotImplemented
+            return _not_a_scalar(c, "*")
         return _fns.scale(c, self)
 
     __rmul__ = __mul__
 
     def __truediv__(self, c: Any) -> ScalarMul | LinearOperator:
         if not _fns.is_scalar(c):
-            return NotImplemented
+            return _not_a_scalar(c, "/")
         return _fns.scale(1 / c, self)
 
     # Operators are compared by identity; `==` on arrays would be ambiguous.
@@ -193,6 +193,15 @@ class LinearOperator:
         backend = self.backend.name if self.backend is not None else "any"
         m, n = self.shape
         return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
+
+
+def _not_a_scalar(c: Any, op: str) -> Any:
+    if not is_array(c):
+        return NotImplemented  # let Python try the other operand, then raise its TypeError
+    raise TypeError(
+        f"`{op}` takes a scalar, got {type(c).__name__} of shape {tuple(c.shape)}; to scale rows "
+        "or columns use sl.Diagonal(v) @ A or A @ sl.Diagonal(v)"
+    )
 
 
 from structlin import functions as _fns  # noqa: E402  (the API needs the base class)

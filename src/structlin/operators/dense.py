@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array, backend_of
+from structlin.backends import Array, is_array
 from structlin.operator import LinearOperator
 
 
@@ -99,5 +99,9 @@ def as_operator(x: object, what: str = "operand") -> LinearOperator:
     """`x` itself if it is an operator, `Dense(x)` if it is a 2-D array."""
     if isinstance(x, LinearOperator):
         return x
-    backend_of(x)  # raises a TypeError naming the type for non-arrays
+    if not is_array(x):
+        raise TypeError(
+            f"{what} must be an operator or a 2-D array, got {type(x).__name__}; "
+            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+        )
     return Dense(x)

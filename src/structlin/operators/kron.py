@@ -7,6 +7,7 @@ import math
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, backend_of
+from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 from structlin.operators._convert import bind
 from structlin.operators.dense import as_operator
@@ -109,19 +110,20 @@ def adjoint(A: Kron):
     return _wrap(tuple(adjoint(f) for f in A.factors))
 
 
-def _square_factors(A: Kron, what: str) -> None:
-    for i, f in enumerate(A.factors):
-        if f.shape[0] != f.shape[1]:
-            raise ValueError(
-                f"{what} of a Kron needs square factors; factor {i} has shape "
-                f"{_checks.shape_str(f.shape)} (a Kronecker product with a non-square factor "
-                "is singular or non-square)"
-            )
+def _rectangular_factor(A: Kron) -> int | None:
+    """Index of a non-square factor; a square Kron with one has rank < n, so it is singular."""
+    return next((i for i, f in enumerate(A.factors) if f.shape[0] != f.shape[1]), None)
 
 
 @dispatch
 def inv(A: Kron):
-    _square_factors(A, "inv")
+    i = _rectangular_factor(A)
+    if i is not None:
+        raise SingularOperatorError(
+            f"Kron of shape {_checks.shape_str(A.shape)} is singular: factor {i} has shape "
+            f"{_checks.shape_str(A.factors[i].shape)}, and a square Kronecker product with a "
+            "non-square factor has rank below its size"
+        )
     return _wrap(tuple(inv(f) for f in A.factors))
 
 
@@ -132,8 +134,11 @@ def solve(A: Kron, B: object):
 
 @dispatch
 def slogdet(A: Kron):
-    _square_factors(A, "slogdet")
     n = A.shape[0]
+    if _rectangular_factor(A) is not None:
+        backend, dtype, device = dense_backend(A)
+        zero = backend.abs(backend.zeros((), dtype, device))
+        return zero, zero - math.inf  # (0, -inf), as numpy.linalg.slogdet
     sign, logabsdet = 1, 0
     for f in A.factors:
         power = n // f.shape[0]

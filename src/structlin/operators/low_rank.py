@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array
@@ -119,7 +121,7 @@ def slogdet(A: LowRank):
     b = A.backend
     if _rank_deficient(A):
         zero = b.zeros((), A.dtype, A.device)
-        return zero, b.log(b.abs(zero))
+        return zero, b.abs(zero) - math.inf  # (0, -inf), as numpy.linalg.slogdet
     return b.slogdet(to_dense(A))
 
 
