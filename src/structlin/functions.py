@@ -14,7 +14,7 @@ from typing import Any
 from structlin import _checks, rules
 from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend, is_array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import bind
+from structlin.operators._convert import unify
 from structlin.operators.scalar_mul import is_scalar
 
 __all__ = [
@@ -123,7 +123,7 @@ def compose(A: LinearOperator, B: LinearOperator) -> LinearOperator:
             f"A @ B: {type(A).__name__} of shape {_checks.shape_str(A.shape)} and "
             f"{type(B).__name__} of shape {_checks.shape_str(B.shape)} do not chain"
         )
-    return rules.compose(*_bound((A, B), "A @ B"))
+    return rules.compose(*unify((A, B), "A @ B"))
 
 
 def add(A: LinearOperator, B: LinearOperator) -> LinearOperator:
@@ -133,14 +133,7 @@ def add(A: LinearOperator, B: LinearOperator) -> LinearOperator:
             f"A + B: shapes differ, {type(A).__name__} {_checks.shape_str(A.shape)} and "
             f"{type(B).__name__} {_checks.shape_str(B.shape)}"
         )
-    return rules.add(*_bound((A, B), "A + B"))
-
-
-def _bound(ops: tuple[LinearOperator, ...], what: str) -> tuple[LinearOperator, ...]:
-    _checks.same_backend(ops, what)
-    backend = next((op.backend for op in ops if op.backend is not None), None)
-    device = next((op.device for op in ops if op.backend is not None), None)
-    return bind(ops, backend, _checks.common_dtype(ops, backend), device)
+    return rules.add(*unify((A, B), "A + B"))
 
 
 def scale(c: Any, A: LinearOperator) -> LinearOperator:

@@ -13,6 +13,7 @@ flattening, JAX registration, `.to(...)` and parameter extraction for layers.
 
 from __future__ import annotations
 
+import abc
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from structlin.operators.sum import Sum
 
 
-class LinearOperator:
+class LinearOperator(abc.ABC):
     """A matrix `A` of shape `(m, n)` represented by structure.
 
     Attributes:
@@ -68,8 +69,9 @@ class LinearOperator:
 
     # -- metadata ----------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def shape(self) -> tuple[int, int]:
-        raise NotImplementedError(f"{type(self).__name__} does not define its shape")
+        """`(m, n)`."""
 
     def _child_values(self) -> list[Any]:
         out: list[Any] = []

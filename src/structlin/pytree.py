@@ -24,6 +24,7 @@ __all__ = ["TreeDef", "register_with_jax", "tree_flatten", "tree_map", "tree_unf
 
 _CLASSES: list[type] = []
 _JAX_REGISTERED: set[type] = set()
+_SENTINEL = object()
 
 
 class TreeDef(NamedTuple):
@@ -88,9 +89,6 @@ def tree_unflatten(treedef: TreeDef | None, leaves: list[Any]) -> Any:
     if next(it, _SENTINEL) is not _SENTINEL:
         raise ValueError("tree_unflatten got more leaves than the tree definition holds")
     return out
-
-
-_SENTINEL = object()
 
 
 def tree_map(f: Callable[[Any], Any], op: Any) -> Any:

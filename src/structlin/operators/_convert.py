@@ -71,3 +71,14 @@ def bind(
         else to(op, dtype, device if op.backend is None else None, backend)
         for op in ops
     )
+
+
+def unify(ops: tuple[LinearOperator, ...], what: str) -> tuple[LinearOperator, ...]:
+    """Check that `ops` share a backend and device, then `bind` them to it and their common dtype."""
+    from structlin import _checks
+
+    _checks.same_backend(ops, what)
+    bound = next((op for op in ops if op.backend is not None), None)
+    if bound is None:
+        return ops
+    return bind(ops, bound.backend, _checks.common_dtype(ops, bound.backend), bound.device)

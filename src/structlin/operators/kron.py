@@ -9,7 +9,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, backend_of
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
-from structlin.operators._convert import bind
+from structlin.operators._convert import unify
 from structlin.operators.dense import as_operator
 from structlin.rules import dense_backend
 
@@ -51,10 +51,7 @@ class Kron(LinearOperator):
         if not factors:
             raise ValueError("Kron needs at least one factor")
         ops = tuple(as_operator(f, "Kron factor") for f in factors)
-        _checks.same_backend(ops, "Kron")
-        backend = next((op.backend for op in ops if op.backend is not None), None)
-        device = next((op.device for op in ops if op.backend is not None), None)
-        self._set(factors=bind(ops, backend, _checks.common_dtype(ops, backend), device))
+        self._set(factors=unify(ops, "Kron"))
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import bind
+from structlin.operators._convert import unify
 from structlin.operators.dense import as_operator
 from structlin.rules import dense_backend
 
@@ -49,10 +49,7 @@ class Product(LinearOperator):
                     f"{_checks.shape_str(a.shape)} times {type(b).__name__} of shape "
                     f"{_checks.shape_str(b.shape)}"
                 )
-        _checks.same_backend(flat, "Product")
-        backend = next((op.backend for op in flat if op.backend is not None), None)
-        device = next((op.device for op in flat if op.backend is not None), None)
-        self._set(ops=bind(tuple(flat), backend, _checks.common_dtype(flat, backend), device))
+        self._set(ops=unify(tuple(flat), "Product"))
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import bind
+from structlin.operators._convert import unify
 from structlin.operators.dense import as_operator
 
 
@@ -44,10 +44,7 @@ class Sum(LinearOperator):
                     f"{_checks.shape_str(flat[0].shape)}, term {i} is {type(op).__name__} of shape "
                     f"{_checks.shape_str(op.shape)}"
                 )
-        _checks.same_backend(flat, "Sum")
-        backend = next((op.backend for op in flat if op.backend is not None), None)
-        device = next((op.device for op in flat if op.backend is not None), None)
-        self._set(ops=bind(tuple(flat), backend, _checks.common_dtype(flat, backend), device))
+        self._set(ops=unify(tuple(flat), "Sum"))
 
     @property
     def shape(self) -> tuple[int, int]:
