@@ -52,3 +52,9 @@ def test_product_of_matching_krons_stays_kron() -> None:
     # Mismatched factor shapes fall back to a lazy product with the same value.
     Q = sl.Kron(rng.standard_normal((2, 6))) @ sl.Kron(a[:2, :2], c)
     assert isinstance(Q, sl.Product)
+
+
+def test_empty_right_hand_sides_and_unit_factors() -> None:
+    K = sl.Kron(np.ones((2, 3)), np.ones((1, 1)), np.ones((4, 2)))
+    assert (K @ np.ones((6, 0))).shape == (8, 0)
+    np.testing.assert_allclose(K @ np.ones(6), np.full(8, 6.0))

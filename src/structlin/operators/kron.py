@@ -75,12 +75,14 @@ def _apply_factors(factors: tuple[LinearOperator, ...], X: Array, backend: Backe
     after `d` steps the axes are back in order. One matmat and one copy per factor.
     """
     k = X.shape[1]
+    dims = [f.shape[1] for f in factors]  # axis sizes of T, in order, before the k axis
     T = X
     for factor in factors:
-        Y = matmat(factor, backend.reshape(T, (factor.shape[1], -1)))
-        m_i = Y.shape[0]
-        T = backend.permute_dims(backend.reshape(Y, (m_i, -1, k)), (1, 0, 2))
-    return backend.reshape(T, (-1, k))
+        rest = math.prod(dims[1:])
+        Y = matmat(factor, backend.reshape(T, (dims[0], rest * k)))
+        T = backend.permute_dims(backend.reshape(Y, (factor.shape[0], rest, k)), (1, 0, 2))
+        dims = [*dims[1:], factor.shape[0]]
+    return backend.reshape(T, (math.prod(dims), k))
 
 
 @dispatch

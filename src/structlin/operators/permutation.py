@@ -30,7 +30,8 @@ class Permutation(LinearOperator):
 
     Raises:
         TypeError: `perm` is not an integer array.
-        ValueError: `perm` is not 1-D or not a permutation of `0..n-1`.
+        ValueError: `perm` is not 1-D or not a permutation of `0..n-1` (checked
+            whenever the values are concrete, i.e. everywhere but inside a JAX trace).
 
     Example:
         >>> import numpy as np, structlin as sl
