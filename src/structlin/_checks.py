@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from structlin.backends import Array, Backend, backend_of, is_array
+from structlin.backends import Array, Backend, backend_of, get_backend, is_array
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -85,3 +85,10 @@ def common_dtype(items: Sequence[Any], backend: Backend | None) -> Any:
     if not dtypes:
         return None
     return backend.result_type(*dtypes)
+
+
+def dense_backend(A: Any) -> tuple[Backend, Any, Any]:
+    """`(backend, dtype, device)` to materialise `A` with; value-free operators default to NumPy."""
+    backend = A.backend if A.backend is not None else get_backend("numpy")
+    dtype = A.dtype if A.dtype is not None else backend.default_float()
+    return backend, dtype, A.device

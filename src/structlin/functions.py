@@ -59,9 +59,10 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             f"shape {_checks.shape_str(X.shape)}; expected "
             + (f"({size},) or ({size}, k)" if axis == 0 else f"(..., {size})")
         )
-    if A.device is not None and backend.device(X) is not None and backend.device(X) != A.device:
+    device = backend.device(X) if A.device is not None else None
+    if device is not None and device != A.device:
         raise ValueError(
-            f"{what}: the operator is on {A.device} but the array is on {backend.device(X)}; "
+            f"{what}: the operator is on {A.device} but the array is on {device}; "
             "move one of them (op.to(device=...) or x.to(...))"
         )
     if A.dtype is not None and X.dtype != A.dtype:

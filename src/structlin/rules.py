@@ -25,10 +25,9 @@ Each one is correct for any operator and states its cost.
 
 from __future__ import annotations
 
-from typing import Any
-
+from structlin._checks import dense_backend
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, backend_of
+from structlin.backends import backend_of
 from structlin.operator import LinearOperator
 
 __all__ = [
@@ -48,15 +47,6 @@ __all__ = [
     "trace",
     "transpose",
 ]
-
-
-def dense_backend(A: LinearOperator) -> tuple[Backend, Any, Any]:
-    """`(backend, dtype, device)` to materialise `A` with; value-free operators default to NumPy."""
-    from structlin.backends import get_backend
-
-    backend = A.backend if A.backend is not None else get_backend("numpy")
-    dtype = A.dtype if A.dtype is not None else backend.default_float()
-    return backend, dtype, A.device
 
 
 @dispatch

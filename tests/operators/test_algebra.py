@@ -94,3 +94,12 @@ def test_composites_cast_members_to_common_dtype() -> None:
     torch.testing.assert_close(
         S @ torch.ones(2, dtype=torch.float64), torch.full((2,), 4.0, dtype=torch.float64)
     )
+
+
+def test_identity_with_a_dtype_but_no_backend() -> None:
+    """Such an identity uses NumPy dtypes; complex scaling and absorption must not need a backend."""
+    eye = sl.Identity(3, dtype=np.float64)
+    scaled = 1j * eye
+    assert scaled.dtype == np.complex128
+    np.testing.assert_allclose(scaled.to_dense(), 1j * np.eye(3))
+    assert (eye @ sl.Identity(3)).shape == (3, 3)

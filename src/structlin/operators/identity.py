@@ -151,7 +151,7 @@ def _absorbed(identity: Identity, other: LinearOperator) -> bool:
         return True
     if other.dtype is None:
         return False
-    return other.backend.result_type(identity.dtype, other.dtype) == other.dtype
+    return dense_backend(other)[0].result_type(identity.dtype, other.dtype) == other.dtype
 
 
 def _product(*ops: Any) -> LinearOperator:

@@ -9,7 +9,7 @@ from typing import Any
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import DType, backend_of, is_array
+from structlin.backends import DType, backend_of, get_backend, is_array
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 from structlin.operators._convert import bind
@@ -66,8 +66,11 @@ class ScalarMul(LinearOperator):
         c, dtype = self.scalar, self.op.dtype
         if is_array(c):
             return backend_of(c).result_type(c.dtype, dtype) if dtype is not None else c.dtype
-        if isinstance(c, complex) and dtype is not None and not self.backend.is_complex(dtype):
-            return self.backend.result_type(dtype, self.backend.asarray(1j).dtype)
+        if isinstance(c, complex) and dtype is not None:
+            # An Identity may carry a dtype but no backend: its dtypes are NumPy's.
+            backend = self.backend if self.backend is not None else get_backend("numpy")
+            if not backend.is_complex(dtype):
+                return backend.result_type(dtype, backend.asarray(1j).dtype)
         return dtype
 
 
