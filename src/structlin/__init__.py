@@ -18,6 +18,7 @@ from structlin.functions import (
     inv,
     logdet,
     matmat,
+    project,
     rmatmat,
     slogdet,
     solve,
@@ -34,11 +35,13 @@ from structlin.operators.identity import Identity
 from structlin.operators.inverse import Inverse
 from structlin.operators.kron import Kron
 from structlin.operators.low_rank import LowRank
+from structlin.operators.monarch import GeneralizedMonarch, Monarch
 from structlin.operators.permutation import Permutation, StridePermutation
 from structlin.operators.product import Product
 from structlin.operators.scalar_mul import ScalarMul
 from structlin.operators.sum import Sum
 from structlin.operators.transpose import Adjoint, Transpose
+from structlin.transforms import dft, hadamard
 
 __version__ = "0.1.0"
 
@@ -47,11 +50,13 @@ __all__ = [
     "BlockDiag",
     "Dense",
     "Diagonal",
+    "GeneralizedMonarch",
     "Identity",
     "Inverse",
     "Kron",
     "LinearOperator",
     "LowRank",
+    "Monarch",
     "Permutation",
     "Product",
     "ScalarMul",
@@ -61,10 +66,13 @@ __all__ = [
     "Transpose",
     "adjoint",
     "backends",
+    "dft",
     "diag",
+    "hadamard",
     "inv",
     "logdet",
     "matmat",
+    "project",
     "pytree",
     "rmatmat",
     "rules",

@@ -24,6 +24,7 @@ __all__ = [
     "is_scalar",
     "logdet",
     "matmat",
+    "project",
     "rmatmat",
     "slogdet",
     "solve",
@@ -251,3 +252,42 @@ def to(
     if isinstance(backend, str):
         backend = get_backend(backend)
     return rules.to(A, dtype, device, backend)
+
+
+def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOperator:
+    """The operator of type `structure` nearest to the dense matrix `W` in Frobenius norm.
+
+    `W` is a 2-D floating-point array; the result lives on its backend, dtype and
+    device, and is computed there (batched SVDs, no Python loop over blocks).
+    `spec` gives the sizes of the target structure. Each structure documents its
+    `project` method; in summary:
+
+    | structure | spec | result |
+    |---|---|---|
+    | [`Dense`][structlin.Dense] | none | `W` itself |
+    | [`Diagonal`][structlin.Diagonal] | none (square `W`) | optimal: the diagonal of `W` |
+    | [`BlockDiag`][structlin.BlockDiag] | `nblocks` | optimal: the diagonal blocks |
+    | [`LowRank`][structlin.LowRank] | `rank` | optimal: truncated SVD (Eckart-Young) |
+    | [`Kron`][structlin.Kron] | `factor_shapes` | optimal: nearest Kronecker product (Van Loan-Pitsianis) |
+    | [`Monarch`][structlin.Monarch] | `nblocks` or `blocks` | optimal: batched rank-r SVDs |
+    | [`BTT`][structlin.BTT] | `ms`, `ns`, `ranks` | optimal for 2 cores; greedy for more |
+    | [`TT`][structlin.TT] | `ms`, `ns`, `ranks` | TT-SVD: quasi-optimal (within `sqrt(c - 1)`) |
+
+    Raises:
+        TypeError: `W` is not a floating-point array, `structure` is not an operator
+            class, or it has no projection.
+        ValueError: `W` is not 2-D, or its shape does not fit the spec.
+
+    Example:
+        >>> import numpy as np, structlin as sl
+        >>> W = np.random.default_rng(0).standard_normal((8, 8))
+        >>> B = sl.project(W, sl.BlockDiag, nblocks=2)
+        >>> B.blocks.shape
+        (2, 4, 4)
+    """
+    _checks.float_array(W, "project: W", ndim=2)
+    if not (isinstance(structure, type) and issubclass(structure, LinearOperator)):
+        raise TypeError(
+            f"project: structure must be an operator class such as sl.Monarch, got {structure!r}"
+        )
+    return rules.project(W, structure, **spec)

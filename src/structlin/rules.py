@@ -38,6 +38,7 @@ __all__ = [
     "diag",
     "inv",
     "matmat",
+    "project",
     "rmatmat",
     "scale",
     "slogdet",
@@ -88,6 +89,19 @@ def diag(A: LinearOperator):
 def trace(A: LinearOperator):
     """Sum of [`diag`][structlin.rules.diag], with whatever cost that has."""
     return dense_backend(A)[0].sum(diag(A))
+
+
+@dispatch
+def project(W: object, structure: type[LinearOperator], **spec):
+    """`argmin_{A in structure} ||W - A||_F`; structures register their own method.
+
+    `structure` is the operator class; `spec` its size parameters (e.g. `nblocks`).
+    """
+    raise TypeError(
+        f"no projection onto {structure.__name__}; structlin projects onto Dense, Diagonal, "
+        "BlockDiag, LowRank, Kron, Monarch, TT and BTT. Register one with "
+        f"`@structlin.rules.dispatch def project(W: object, structure: type[{structure.__name__}], ...)`"
+    )
 
 
 # `transpose`, `adjoint`, `inv`, `solve`, `compose`, `add`, `scale` and `to` get their

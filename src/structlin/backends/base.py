@@ -173,3 +173,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         """`(sign, log|det|)` of a (batch of) square matrices."""
+
+    @abc.abstractmethod
+    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+        """Thin SVD `a = U diag(S) Vh` of a (batch of) matrices, `S` descending.
+
+        For `a` of shape `(..., m, n)` and `k = min(m, n)`: `U` is `(..., m, k)`,
+        `S` is `(..., k)` (real) and `Vh` is `(..., k, n)`.
+        """

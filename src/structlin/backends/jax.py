@@ -146,3 +146,7 @@ class JaxBackend(Backend):
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = jnp.linalg.slogdet(a)
         return sign, logabsdet
+
+    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+        u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+        return u, s, vh

@@ -135,3 +135,7 @@ class NumpyBackend(Backend):
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = np.linalg.slogdet(a)
         return sign, logabsdet
+
+    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+        u, s, vh = np.linalg.svd(a, full_matrices=False)
+        return u, s, vh

@@ -145,3 +145,7 @@ class TorchBackend(Backend):
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = torch.linalg.slogdet(a)
         return sign, logabsdet
+
+    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        return u, s, vh

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array
+from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 
@@ -172,3 +172,21 @@ def compose(A: BlockDiag, B: BlockDiag):
     from structlin.operators.product import Product
 
     return Product(A, B)
+
+
+@dispatch
+def project(W: object, structure: type[BlockDiag], *, nblocks: int):
+    """The `nblocks` diagonal blocks of `W`: optimal (`O(size of the blocks)`).
+
+    `W` of shape `(b q, b p)` gives blocks of shape `(q, p)`; entries off the block
+    diagonal are fixed at zero, so keeping the others is the nearest.
+    """
+    m, n = W.shape
+    if int(nblocks) != nblocks or nblocks < 1 or m % nblocks or n % nblocks:
+        raise ValueError(
+            f"project(W, BlockDiag): nblocks={nblocks!r} must be a positive integer dividing "
+            f"both sides of W of shape {_checks.shape_str(W.shape)}"
+        )
+    b = int(nblocks)
+    backend = backend_of(W)
+    return BlockDiag(backend.einsum("iqip->iqp", backend.reshape(W, (b, m // b, b, n // b))))

@@ -105,3 +105,9 @@ def as_operator(x: object, what: str = "operand") -> LinearOperator:
             "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
         )
     return Dense(x)
+
+
+@dispatch
+def project(W: object, structure: type[Dense]):
+    """`W` itself: every matrix is dense (`O(1)`, no copy)."""
+    return Dense(W)

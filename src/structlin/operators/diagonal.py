@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array
+from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 
@@ -116,3 +116,10 @@ def compose(A: Diagonal, B: Diagonal):
 @dispatch
 def add(A: Diagonal, B: Diagonal):
     return _wrap(A.diag + B.diag)
+
+
+@dispatch
+def project(W: object, structure: type[Diagonal]):
+    """The diagonal of a square `W`: optimal, since the off-diagonal entries are fixed at zero."""
+    _checks.square(W, "project(W, Diagonal)")
+    return Diagonal(backend_of(W).diagonal(W))

@@ -181,3 +181,34 @@ def compose(A: Kron, B: Kron):
     from structlin.operators.product import Product
 
     return Product(A, B)
+
+
+@dispatch
+def project(
+    W: object, structure: type[Kron], *, factor_shapes: tuple[tuple[int, int], tuple[int, int]]
+):
+    """The nearest Kronecker product `A ⊗ B` (Van Loan and Pitsianis 1993): optimal.
+
+    With `factor_shapes = ((m1, n1), (m2, n2))`, `||W - A ⊗ B||_F = ||R(W) - vec(A) vec(B)^T||_F`
+    for the rearrangement `R(W)[(i1, j1), (i2, j2)] = W[(i1, i2), (j1, j2)]`, so the
+    optimum is the leading singular triplet of the `(m1 n1, m2 n2)` matrix `R(W)`,
+    `O(m n min(m1 n1, m2 n2))` by one SVD.
+    """
+    shapes = tuple(tuple(int(v) for v in s) for s in factor_shapes)
+    if len(shapes) != 2 or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise ValueError(
+            f"project(W, Kron): factor_shapes must be ((m1, n1), (m2, n2)), got {factor_shapes!r}"
+        )
+    (m1, n1), (m2, n2) = shapes
+    if W.shape != (m1 * m2, n1 * n2):
+        raise ValueError(
+            f"project(W, Kron): factors {shapes} give a {m1 * m2} x {n1 * n2} matrix, but W has "
+            f"shape {_checks.shape_str(W.shape)}"
+        )
+    backend = backend_of(W)
+    R = backend.reshape(
+        backend.permute_dims(backend.reshape(W, (m1, m2, n1, n2)), (0, 2, 1, 3)), (m1 * n1, m2 * n2)
+    )
+    U, S, Vh = backend.svd(R)
+    root = backend.astype(S[0] ** 0.5, W.dtype)
+    return Kron(backend.reshape(U[:, 0] * root, (m1, n1)), backend.reshape(Vh[0] * root, (m2, n2)))

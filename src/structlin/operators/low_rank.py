@@ -6,7 +6,7 @@ import math
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array
+from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 
@@ -130,3 +130,26 @@ def diag(A: LowRank):
     b = A.backend
     d = min(A.shape)
     return b.sum(A.U[:d] * b.swap_last(A.V[:, :d]), 1)
+
+
+@dispatch
+def project(W: object, structure: type[LowRank], *, rank: int):
+    """The truncated SVD `U_r sqrt(S_r), sqrt(S_r) V_r^H`: optimal (Eckart-Young), `O(m n min(m, n))`.
+
+    A `rank` above `min(m, n)` is reached with zero columns, so the factors always
+    have the requested shapes `(m, rank)` and `(rank, n)`.
+    """
+    if int(rank) != rank or rank < 1:
+        raise ValueError(f"project(W, LowRank): rank must be a positive integer, got {rank!r}")
+    rank = int(rank)
+    backend = backend_of(W)
+    U, S, Vh = backend.svd(W)
+    r = min(rank, S.shape[0])
+    root = backend.astype(S[:r] ** 0.5, W.dtype)
+    U, V = U[:, :r] * root[None, :], root[:, None] * Vh[:r]
+    if r < rank:
+        m, n = W.shape
+        device = backend.device(W)
+        U = backend.concatenate([U, backend.zeros((m, rank - r), W.dtype, device)], 1)
+        V = backend.concatenate([V, backend.zeros((rank - r, n), W.dtype, device)], 0)
+    return LowRank(U, V)

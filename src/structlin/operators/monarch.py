@@ -1,0 +1,573 @@
+"""Monarch matrices: block-diagonal factors interleaved with stride permutations.
+
+[`GeneralizedMonarch`][structlin.GeneralizedMonarch] is the general form
+`P_c B_c ... P_1 B_1 P_0` (any number of factors, block sizes per factor), and
+[`Monarch`][structlin.Monarch] the two-factor matrix of the Monarch paper in the
+layout of its original code. Both are applied by one batched matmul per factor and
+a reshape-transpose per permutation; their transpose and inverse are again of the
+same form, and the Frobenius-optimal Monarch approximation of a dense matrix is a
+batch of small truncated SVDs ([`project`][structlin.project]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from structlin import _checks, rules
+from structlin._dispatch import dispatch
+from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend
+from structlin.errors import SingularOperatorError
+from structlin.operator import LinearOperator
+from structlin.operators._random import Seed, mup_std, normal
+from structlin.operators.permutation import _transpose_rows
+from structlin.rules import dense_backend
+
+Stride = tuple[int, int] | None
+"""A stride permutation `x -> x.reshape(rows, cols).T.reshape(-1)` as `(rows, cols)`; `None` is the identity."""
+
+
+class GeneralizedMonarch(LinearOperator):
+    """`M = S_out P_c B_c P_{c-1} ... P_1 B_1 P_0 S_in^T`: block-diagonal factors and stride permutations.
+
+    - `B_i` is block-diagonal with `nb_i` equal blocks of shape `(q_i, p_i)`, stored
+      as `blocks[i]` of shape `(nb_i, q_i, p_i)`; `B_1` acts first.
+    - `P_i` is the stride permutation `perms[i] = (rows, cols)`, which maps a vector
+      `x` to `x.reshape(rows, cols).T.reshape(-1)`, or the identity for `None`.
+    - `S_in^T` zero-pads the input from `d_in` to `N_in = nb_1 p_1` entries and
+      `S_out` keeps the first `d_out` of the `N_out = nb_c q_c` outputs, when
+      `shape = (d_out, d_in)` is smaller than `(N_out, N_in)`.
+
+    This is the generalisation `prod_i P_i B_i` of the Monarch matrices
+    (Dao et al. 2022); a [`Monarch`][structlin.Monarch] is the two-factor case and
+    a product of `k` Monarch matrices (`Monarch^k`) is a `GeneralizedMonarch` with
+    `2k` factors (`M1 @ M2` builds it). Costs, for `X` with `k` columns:
+
+    - `M @ X`: `sum_i nb_i q_i p_i k` multiply-adds in `c` batched matmuls, plus one
+      copy per permutation; no dense matrix is formed.
+    - `M^T = S_in P_0^T B_1^T ... B_c^T P_c^T S_out^T` is of the same form (reversed
+      factors, transposed blocks, `(rows, cols) -> (cols, rows)`), at no cost.
+    - `M^{-1} = P_0^T B_1^{-1} P_1^T ... B_c^{-1} P_c^T` for square blocks and no
+      padding: `sum_i nb_i p_i^3` to invert the blocks, the same form again.
+    - `log|det M| = sum_i sum_blocks log|det B_i[b]|`; the sign includes the stride
+      permutations' signs `(-1)^{C(rows, 2) C(cols, 2)}`.
+
+    Padded operators, and square ones with rectangular blocks, fall back to the
+    dense inverse and log-determinant.
+
+    Args:
+        blocks: Floating-point or complex arrays of shapes `(nb_i, q_i, p_i)`, in the
+            order they are applied, all of one backend, dtype and device.
+        perms: `len(blocks) + 1` stride permutations `(rows, cols)` or `None`;
+            `perms[0]` is applied before `blocks[0]`, `perms[-1]` after the last block.
+        shape: `(d_out, d_in)`, at most `(N_out, N_in)`; defaults to `(N_out, N_in)`.
+
+    Raises:
+        ValueError: consecutive sizes do not chain (`nb_i q_i != nb_{i+1} p_{i+1}`),
+            a permutation does not fit the size it acts on, or `shape` is too large.
+        TypeError: non-floating blocks, or blocks of different backends or dtypes.
+
+    Example:
+        >>> import numpy as np, structlin as sl
+        >>> B = np.random.default_rng(0).standard_normal((2, 3, 3))
+        >>> M = sl.GeneralizedMonarch([B, B], [None, (2, 3), None])
+        >>> M.shape
+        (6, 6)
+    """
+
+    _children = ("blocks",)
+    _static = ("perms", "_shape")
+
+    blocks: tuple[Array, ...]
+    perms: tuple[Stride, ...]
+
+    def __init__(
+        self,
+        blocks: Sequence[Array],
+        perms: Sequence[Stride],
+        shape: tuple[int, int] | None = None,
+    ):
+        blocks = tuple(blocks)
+        if not blocks:
+            raise ValueError(f"{type(self).__name__} needs at least one block-diagonal factor")
+        for i, b in enumerate(blocks):
+            _checks.float_array(b, f"{type(self).__name__} blocks[{i}]")
+            if len(b.shape) != 3:
+                raise ValueError(
+                    f"{type(self).__name__} blocks[{i}] must have shape (nblocks, out_block, "
+                    f"in_block), got {_checks.shape_str(b.shape)}"
+                )
+        _checks.same_backend(blocks, type(self).__name__)
+        dtypes = {str(b.dtype) for b in blocks}
+        if len(dtypes) > 1:
+            raise TypeError(
+                f"{type(self).__name__} blocks have different dtypes {sorted(dtypes)}; "
+                "cast them to one dtype first"
+            )
+        perms = tuple(None if p is None else (int(p[0]), int(p[1])) for p in perms)
+        if len(perms) != len(blocks) + 1:
+            raise ValueError(
+                f"{type(self).__name__} needs len(blocks) + 1 = {len(blocks) + 1} permutations "
+                f"(one before each factor and one after the last), got {len(perms)}"
+            )
+        _check_chain(blocks, perms, type(self).__name__)
+        full = (_out_size(blocks), _in_size(blocks))
+        shape = full if shape is None else (int(shape[0]), int(shape[1]))
+        if not (0 < shape[0] <= full[0] and 0 < shape[1] <= full[1]):
+            raise ValueError(
+                f"{type(self).__name__} shape {_checks.shape_str(shape)} must be positive and "
+                f"at most the unpadded size {_checks.shape_str(full)} of its factors"
+            )
+        self._set(blocks=blocks, perms=perms, _shape=shape)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    @property
+    def padded(self) -> bool:
+        """Whether the input is zero-padded or the output truncated (`shape` below the factors' size)."""
+        return self._shape != (_out_size(self.blocks), _in_size(self.blocks))
+
+    @property
+    def nfactors(self) -> int:
+        return len(self.blocks)
+
+
+def _in_size(blocks: Sequence[Array]) -> int:
+    nb, _, p = blocks[0].shape
+    return nb * p
+
+
+def _out_size(blocks: Sequence[Array]) -> int:
+    nb, q, _ = blocks[-1].shape
+    return nb * q
+
+
+def _check_chain(blocks: tuple[Array, ...], perms: tuple[Stride, ...], what: str) -> None:
+    size = _in_size(blocks)
+    for i, b in enumerate(blocks):
+        _check_perm(perms[i], size, f"{what} perms[{i}]")
+        nb, q, p = b.shape
+        if nb * p != size:
+            raise ValueError(
+                f"{what}: blocks[{i}] of shape {_checks.shape_str(b.shape)} acts on "
+                f"{nb} * {p} = {nb * p} entries but the previous factor gives {size}; "
+                "consecutive factors need nblocks_i * out_block_i == nblocks_{i+1} * in_block_{i+1}"
+            )
+        size = nb * q
+    _check_perm(perms[-1], size, f"{what} perms[{len(blocks)}]")
+
+
+def _check_perm(perm: Stride, size: int, what: str) -> None:
+    if perm is None:
+        return
+    rows, cols = perm
+    if rows < 1 or cols < 1 or rows * cols != size:
+        raise ValueError(
+            f"{what} = {perm} must be (rows, cols) with rows * cols == {size}, the size of "
+            "the vector it permutes"
+        )
+
+
+def _wrap(cls: type, blocks: tuple[Array, ...], perms: tuple[Stride, ...], shape: tuple[int, int]):
+    op = object.__new__(cls)
+    op._set(blocks=blocks, perms=perms, _shape=shape)
+    return op
+
+
+def _transposed(perm: Stride) -> Stride:
+    return None if perm is None else (perm[1], perm[0])
+
+
+def _permute(X: Array, perm: Stride, backend: Backend) -> Array:
+    return X if perm is None else _transpose_rows(X, perm[0], perm[1], backend)
+
+
+def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
+    nb, q, p = blocks.shape
+    k = X.shape[1]
+    return backend.reshape(backend.matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k))
+
+
+def _pad_rows(X: Array, size: int, backend: Backend) -> Array:
+    if X.shape[0] == size:
+        return X
+    pad = backend.zeros((size - X.shape[0], X.shape[1]), X.dtype, backend.device(X))
+    return backend.concatenate([X, pad], 0)
+
+
+@dispatch
+def matmat(A: GeneralizedMonarch, X: object):
+    backend = backend_of(X)
+    X = _pad_rows(X, _in_size(A.blocks), backend)
+    for perm, blocks in zip(A.perms, A.blocks, strict=False):
+        X = _apply_blocks(blocks, _permute(X, perm, backend), backend)
+    X = _permute(X, A.perms[-1], backend)
+    return X if X.shape[0] == A.shape[0] else X[: A.shape[0]]
+
+
+@dispatch
+def rmatmat(X: object, A: GeneralizedMonarch):
+    # Rows of X times M, factor by factor from the output side: X P = (P^T X^T)^T and
+    # X B = batched row-vector products, so no transpose of X as a whole is needed.
+    backend = backend_of(X)
+    rows = X.shape[0]
+    X = backend.swap_last(_pad_rows(backend.swap_last(X), _out_size(A.blocks), backend))
+    for i in reversed(range(A.nfactors)):
+        X = _permute_rows(X, A.perms[i + 1], backend)
+        nb, q, p = A.blocks[i].shape
+        Xb = backend.permute_dims(backend.reshape(X, (rows, nb, q)), (1, 0, 2))
+        X = backend.reshape(
+            backend.permute_dims(backend.matmul(Xb, A.blocks[i]), (1, 0, 2)), (rows, nb * p)
+        )
+    X = _permute_rows(X, A.perms[0], backend)
+    return X if X.shape[1] == A.shape[1] else X[:, : A.shape[1]]
+
+
+def _permute_rows(X: Array, perm: Stride, backend: Backend) -> Array:
+    """`X @ P` for a stride permutation `P`: each row `x` becomes `P^T x`."""
+    if perm is None:
+        return X
+    rows, cols = perm
+    k = X.shape[0]
+    Y = backend.permute_dims(backend.reshape(X, (k, cols, rows)), (0, 2, 1))
+    return backend.reshape(Y, (k, rows * cols))
+
+
+@dispatch
+def transpose(A: GeneralizedMonarch):
+    backend = A.backend
+    return _wrap(
+        type(A),
+        tuple(backend.swap_last(b) for b in reversed(A.blocks)),
+        tuple(_transposed(p) for p in reversed(A.perms)),
+        (A.shape[1], A.shape[0]),
+    )
+
+
+@dispatch
+def adjoint(A: GeneralizedMonarch):
+    backend = A.backend
+    return _wrap(
+        type(A),
+        tuple(backend.conj(backend.swap_last(b)) for b in reversed(A.blocks)),
+        tuple(_transposed(p) for p in reversed(A.perms)),
+        (A.shape[1], A.shape[0]),
+    )
+
+
+def _square_unpadded(A: GeneralizedMonarch) -> bool:
+    return not A.padded and all(b.shape[1] == b.shape[2] for b in A.blocks)
+
+
+def _singular_factor(A: GeneralizedMonarch) -> SingularOperatorError:
+    backend = A.backend
+    for i, b in enumerate(A.blocks):
+        sign, _ = backend.slogdet(b)
+        bad = (backend.to_numpy(sign) == 0).nonzero()[0].tolist()
+        if bad:
+            return SingularOperatorError(
+                f"{type(A).__name__} of shape {_checks.shape_str(A.shape)} is singular: "
+                f"blocks[{i}] has singular block(s) {bad[:10]} of shape "
+                f"{_checks.shape_str(b.shape[1:])}"
+            )
+    return SingularOperatorError(
+        f"{type(A).__name__} of shape {_checks.shape_str(A.shape)} is singular"
+    )
+
+
+@dispatch
+def inv(A: GeneralizedMonarch):
+    if not _square_unpadded(A):
+        from structlin.operators.inverse import Inverse
+
+        return Inverse(A)
+    backend = A.backend
+    try:
+        blocks = tuple(backend.inv(b) for b in reversed(A.blocks))
+    except SingularOperatorError:
+        raise _singular_factor(A) from None
+    return _wrap(type(A), blocks, tuple(_transposed(p) for p in reversed(A.perms)), A.shape)
+
+
+@dispatch
+def solve(A: GeneralizedMonarch, B: object):
+    if not _square_unpadded(A):
+        return dense_backend(A)[0].solve(rules.to_dense(A), B)
+    backend = A.backend
+    n = A.shape[0]
+    B = _permute(B, _transposed(A.perms[-1]), backend)
+    for i in reversed(range(A.nfactors)):
+        nb, _, p = A.blocks[i].shape
+        k = B.shape[1]
+        try:
+            B = backend.solve(A.blocks[i], backend.reshape(B, (nb, p, k)))
+        except SingularOperatorError:
+            raise _singular_factor(A) from None
+        B = _permute(backend.reshape(B, (n, k)), _transposed(A.perms[i]), backend)
+    return B
+
+
+@lru_cache(maxsize=256)
+def _stride_sign(perm: Stride) -> int:
+    if perm is None:
+        return 1
+    rows, cols = perm
+    return -1 if (rows * (rows - 1) // 2) * (cols * (cols - 1) // 2) % 2 else 1
+
+
+@dispatch
+def slogdet(A: GeneralizedMonarch):
+    if not _square_unpadded(A):
+        return dense_backend(A)[0].slogdet(rules.to_dense(A))
+    backend = A.backend
+    sign = math.prod(_stride_sign(p) for p in A.perms)
+    logabsdet = 0
+    for b in A.blocks:
+        s, ld = backend.slogdet(b)
+        sign = sign * backend.prod(s)
+        logabsdet = logabsdet + backend.sum(ld)
+    return sign, logabsdet
+
+
+def _merge(outer: Stride, inner: Stride) -> tuple[bool, Stride]:
+    """`outer @ inner` as one stride permutation, if it is one (identity or a single stride)."""
+    if outer is None or inner is None:
+        return True, inner if outer is None else outer
+    if outer == _transposed(inner):
+        return True, None
+    return False, None
+
+
+@dispatch
+def compose(A: GeneralizedMonarch, B: GeneralizedMonarch):
+    """`Monarch^k`: chaining two unpadded generalised Monarch matrices gives one with all factors."""
+    ok, junction = _merge(A.perms[0], B.perms[-1])
+    if ok and not A.padded and not B.padded:
+        return _wrap(
+            GeneralizedMonarch,
+            B.blocks + A.blocks,
+            (*B.perms[:-1], junction, *A.perms[1:]),
+            (A.shape[0], B.shape[1]),
+        )
+    from structlin.operators.product import Product
+
+    return Product(A, B)
+
+
+class Monarch(GeneralizedMonarch):
+    """A Monarch matrix `M = S_out P_out B_2 P_mid B_1 S_in^T` (Dao et al. 2022), in the layout of
+    the original Monarch code.
+
+    `blkdiag1` of shape `(k, q, p)` is applied first to the input of size `k p`,
+    `blkdiag2` of shape `(l, s, r)` second, with `l r == k q`; between them the
+    intermediate vector is viewed as `(r, l)` and transposed (`P_mid`), and the
+    output, viewed as `(l, s)`, is transposed to `(s, l)` (`P_out`). As an index
+    identity (the 4-D view of the projection):
+
+        M[(ss, ll), (kk, pp)] = sum_{t : t // q = kk, t % l = ll} blkdiag2[ll, ss, t // l] * blkdiag1[kk, t % q, pp]
+
+    so each `(s, p)` block `(ll, kk)` of `M` has rank at most `#{t}`, which is
+    `q / l` when `l` divides `q` (the rank-`r` Monarch of "Compute Better Spent";
+    a 2-core [`BTT`][structlin.BTT] is the same matrix). With `nblocks` blocks on
+    both sides of a square `n x n` matrix (`k = l = nblocks`, `p = q = r = s = n / nblocks`)
+    this is the `M = P^T L P R` of the paper with `2 n^2 / nblocks` parameters and
+    as many multiply-adds per vector.
+
+    Sizes that do not divide are padded: `shape = (d_out, d_in)` below `(l s, k p)`
+    zero-pads the input and truncates the output, as the original `MonarchLinear`
+    does; [`Monarch.layout`][structlin.Monarch.layout] gives its block shapes for
+    `(d_in, d_out, nblocks)`.
+
+    Every rule of [`GeneralizedMonarch`][structlin.GeneralizedMonarch] applies. In
+    particular `M^T` and `M^H` are `Monarch` operators of transposed blocks with the
+    permutations swapped (`perms` then differ from the default layout), and
+    `M^{-1} = B_1^{-1} P_mid^T B_2^{-1} P_out^T` is a `Monarch` of the block inverses
+    (`O(k p^3 + l r^3)` to build, `O(n (p + r))` per vector).
+
+    Args:
+        blkdiag1: Array of shape `(k, q, p)`, applied first.
+        blkdiag2: Array of shape `(l, s, r)` with `l r == k q`, applied second.
+        shape: `(d_out, d_in)` for padded sizes; defaults to `(l s, k p)`.
+        perms: The three stride permutations `(P_in, P_mid, P_out)`, each `(rows, cols)`
+            or `None`; defaults to `(None, (r, l), (l, s))`, the original layout.
+            [`dft`][structlin.dft] uses `P_in = (a, b)`; transposes swap them.
+
+    Raises:
+        ValueError: `l r != k q`, or as for `GeneralizedMonarch`.
+
+    Example:
+        >>> import numpy as np, structlin as sl
+        >>> M = sl.Monarch.random(16, 16, nblocks=4, rng=0)
+        >>> x = np.ones(16)
+        >>> bool(np.allclose(M.inv() @ (M @ x), x))
+        True
+    """
+
+    def __init__(
+        self,
+        blkdiag1: Array,
+        blkdiag2: Array,
+        shape: tuple[int, int] | None = None,
+        perms: Sequence[Stride] | None = None,
+    ):
+        for name, b in (("blkdiag1", blkdiag1), ("blkdiag2", blkdiag2)):
+            _checks.float_array(b, f"Monarch {name}")
+            if len(b.shape) != 3:
+                raise ValueError(
+                    f"Monarch {name} must have shape (nblocks, out_block, in_block), got "
+                    f"{_checks.shape_str(b.shape)}"
+                )
+        k, q, _ = blkdiag1.shape
+        l, s, r = blkdiag2.shape
+        if l * r != k * q:
+            raise ValueError(
+                f"Monarch needs l * r == k * q for blkdiag1 (k, q, p) = "
+                f"{_checks.shape_str(blkdiag1.shape)} and blkdiag2 (l, s, r) = "
+                f"{_checks.shape_str(blkdiag2.shape)}: {l} * {r} != {k} * {q}; the second "
+                "factor must consume exactly the first one's outputs"
+            )
+        if perms is None:
+            perms = (None, (r, l), (l, s))
+        elif len(perms) != 3:
+            raise ValueError(f"Monarch needs 3 permutations (P_in, P_mid, P_out), got {len(perms)}")
+        super().__init__((blkdiag1, blkdiag2), perms, shape)
+
+    @property
+    def blkdiag1(self) -> Array:
+        """The first factor's blocks, `(k, q, p)`."""
+        return self.blocks[0]
+
+    @property
+    def blkdiag2(self) -> Array:
+        """The second factor's blocks, `(l, s, r)`."""
+        return self.blocks[1]
+
+    @staticmethod
+    def layout(d_in: int, d_out: int, nblocks: int) -> tuple[tuple[int, int, int], ...]:
+        """Block shapes `((k, q, p), (l, s, r))` of a `d_out x d_in` Monarch with `nblocks` blocks.
+
+        As in the original `MonarchLinear`: `p = ceil(d_in / nblocks)`,
+        `s = ceil(d_out / nblocks)`, `k = l = nblocks`, and the middle size
+        `q = r = min(p, s)` so that the smaller side sets the rank.
+        """
+        for name, v in (("d_in", d_in), ("d_out", d_out), ("nblocks", nblocks)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"Monarch.layout: {name} must be a positive integer, got {v!r}")
+        if nblocks > min(d_in, d_out):
+            raise ValueError(
+                f"Monarch.layout: nblocks={nblocks} exceeds min(d_in, d_out) = {min(d_in, d_out)}; "
+                "use at most that many blocks"
+            )
+        p = -(-d_in // nblocks)
+        s = -(-d_out // nblocks)
+        mid = p if nblocks * p < nblocks * s else s
+        return ((nblocks, mid, p), (nblocks, s, mid))
+
+    @classmethod
+    def random(
+        cls,
+        d_in: int,
+        d_out: int,
+        nblocks: int = 4,
+        *,
+        rng: Seed = None,
+        dtype: DType = None,
+        backend: Backend | str = "numpy",
+        device: Device = None,
+    ) -> Monarch:
+        """A random `d_out x d_in` Monarch with the blocks of [`layout`][structlin.Monarch.layout].
+
+        Each block is a dense component with entries `N(0, sigma^2)`,
+        `sigma = sqrt(min(fan_in, fan_out)) / fan_in` (the structure-aware muP
+        initialisation of "Compute Better Spent"), so `M` has spectral norm of order
+        `sqrt(d_out / d_in)` like a well-initialised dense layer.
+        """
+        (k, q, p), (l, s, r) = cls.layout(d_in, d_out, nblocks)
+        if isinstance(backend, str):
+            backend = get_backend(backend)
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        b1 = normal((k, q, p), mup_std(p, q), rng=rng, dtype=dtype, backend=backend, device=device)
+        b2 = normal((l, s, r), mup_std(r, s), rng=rng, dtype=dtype, backend=backend, device=device)
+        return cls(b1, b2, shape=(d_out, d_in))
+
+
+@dispatch
+def project(
+    W: object,
+    structure: type[Monarch],
+    *,
+    nblocks: int | None = None,
+    blocks: Sequence[tuple[int, int, int]] | None = None,
+):
+    """The Frobenius-nearest [`Monarch`][structlin.Monarch] in the default layout: optimal.
+
+    Give either `nblocks` (block shapes from [`Monarch.layout`][structlin.Monarch.layout])
+    or `blocks = ((k, q, p), (l, s, r))`. By the index identity in the `Monarch`
+    docstring, `||W - M||_F^2` splits into independent terms, one per `(s, p)`
+    block `(ll, kk)` of `W`, each a best-rank-`#{t}` problem over disjoint
+    parameters; one batched SVD of the `k l` blocks solves them all (Eckart-Young),
+    `O(k l s p min(s, p))`. The singular vectors are scattered into the factors with
+    index arrays computed from the sizes. Padded rows and columns are zero in `W`'s
+    padding, which keeps the solution optimal for the unpadded `W`.
+    """
+    d_out, d_in = W.shape
+    if (nblocks is None) == (blocks is None):
+        raise TypeError(
+            "project(W, Monarch, ...) needs exactly one of nblocks=... or "
+            "blocks=((k, q, p), (l, s, r))"
+        )
+    (k, q, p), (l, s, r) = (
+        Monarch.layout(d_in, d_out, nblocks)
+        if blocks is None
+        else tuple(tuple(int(v) for v in b) for b in blocks)
+    )
+    if l * r != k * q or d_in > k * p or d_out > l * s:
+        raise ValueError(
+            f"project(W, Monarch): blocks (k, q, p) = {(k, q, p)}, (l, s, r) = {(l, s, r)} do "
+            f"not fit W of shape {_checks.shape_str(W.shape)}: need l * r == k * q, "
+            "d_in <= k * p and d_out <= l * s"
+        )
+    backend = backend_of(W)
+    device = backend.device(W)
+    dtype = W.dtype
+    # Pad to (l s, k p) and view as a (k, l) batch of (s, p) blocks: W4[kk, ll, ss, pp].
+    Wp = backend.swap_last(
+        _pad_rows(backend.swap_last(_pad_rows(W, l * s, backend)), k * p, backend)
+    )
+    W4 = backend.permute_dims(backend.reshape(Wp, (s, l, k, p)), (2, 1, 0, 3))
+    U, S, Vh = backend.svd(W4)
+    m = S.shape[-1]
+    root = backend.astype(S**0.5, dtype)
+    Vs = backend.reshape(root[..., :, None] * Vh, (k * l * m, p))
+    Us = backend.reshape(backend.permute_dims(U * root[..., None, :], (0, 1, 3, 2)), (k * l * m, s))
+    index = backend.asarray(_scatter_index(k, q, l, m), device=device)
+    zero_p = backend.zeros((1, p), dtype, device)
+    zero_s = backend.zeros((1, s), dtype, device)
+    blkdiag1 = backend.reshape(
+        backend.take(backend.concatenate([Vs, zero_p], 0), index, 0), (k, q, p)
+    )
+    taken = backend.take(backend.concatenate([Us, zero_s], 0), index, 0)  # rows t = rr l + ll
+    blkdiag2 = backend.permute_dims(backend.reshape(taken, (k * q // l, l, s)), (1, 2, 0))
+    return Monarch(blkdiag1, blkdiag2, shape=(d_out, d_in))
+
+
+@lru_cache(maxsize=64)
+def _scatter_index(k: int, q: int, l: int, m: int) -> np.ndarray:
+    """For each intermediate index `t`, the row of the flattened `(k, l, m)` singular triplets it takes.
+
+    `t` couples input block `kk = t // q` to output block `ll = t % l`; the `a`-th
+    such `t` of a pair takes its `a`-th singular triplet, or the zero row `k l m`
+    once `a >= m = min(s, p)`.
+    """
+    t = np.arange(k * q)
+    pair = (t // q) * l + t % l
+    order = np.argsort(pair, kind="stable")
+    starts = np.searchsorted(pair[order], pair[order])
+    slot = np.empty_like(t)
+    slot[order] = np.arange(len(t)) - starts
+    return np.where(slot < m, pair * m + slot, k * l * m)
