@@ -29,6 +29,7 @@ from structlin.functions import (
 )
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
+from structlin.operators.btt import BTT
 from structlin.operators.dense import Dense
 from structlin.operators.diagonal import Diagonal
 from structlin.operators.identity import Identity
@@ -41,12 +42,14 @@ from structlin.operators.product import Product
 from structlin.operators.scalar_mul import ScalarMul
 from structlin.operators.sum import Sum
 from structlin.operators.transpose import Adjoint, Transpose
+from structlin.operators.tt import TT
 from structlin.transforms import dft, hadamard
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adjoint",
+    "BTT",
     "BlockDiag",
     "Dense",
     "Diagonal",
@@ -63,6 +66,7 @@ __all__ = [
     "SingularOperatorError",
     "StridePermutation",
     "Sum",
+    "TT",
     "Transpose",
     "adjoint",
     "backends",

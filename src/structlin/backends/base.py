@@ -115,6 +115,15 @@ class Backend(abc.ABC):
     def stack(self, xs: list[Array], axis: int = 0) -> Array: ...
 
     # -- elementwise and reductions -----------------------------------------
+    def pad_to(self, x: Array, axis: int, size: int) -> Array:
+        """`x` with zeros appended along `axis` up to length `size` (unchanged if already that long)."""
+        have = x.shape[axis]
+        if have >= size:
+            return x
+        shape = list(x.shape)
+        shape[axis] = size - have
+        return self.concatenate([x, self.zeros(tuple(shape), x.dtype, self.device(x))], axis)
+
     @abc.abstractmethod
     def conj(self, x: Array) -> Array: ...
 

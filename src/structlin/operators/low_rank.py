@@ -147,9 +147,4 @@ def project(W: object, structure: type[LowRank], *, rank: int):
     r = min(rank, S.shape[0])
     root = backend.astype(S[:r] ** 0.5, W.dtype)
     U, V = U[:, :r] * root[None, :], root[:, None] * Vh[:r]
-    if r < rank:
-        m, n = W.shape
-        device = backend.device(W)
-        U = backend.concatenate([U, backend.zeros((m, rank - r), W.dtype, device)], 1)
-        V = backend.concatenate([V, backend.zeros((rank - r, n), W.dtype, device)], 0)
-    return LowRank(U, V)
+    return LowRank(backend.pad_to(U, 1, rank), backend.pad_to(V, 0, rank))

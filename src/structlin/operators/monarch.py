@@ -193,17 +193,10 @@ def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
     return backend.reshape(backend.matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k))
 
 
-def _pad_rows(X: Array, size: int, backend: Backend) -> Array:
-    if X.shape[0] == size:
-        return X
-    pad = backend.zeros((size - X.shape[0], X.shape[1]), X.dtype, backend.device(X))
-    return backend.concatenate([X, pad], 0)
-
-
 @dispatch
 def matmat(A: GeneralizedMonarch, X: object):
     backend = backend_of(X)
-    X = _pad_rows(X, _in_size(A.blocks), backend)
+    X = backend.pad_to(X, 0, _in_size(A.blocks))
     for perm, blocks in zip(A.perms, A.blocks, strict=False):
         X = _apply_blocks(blocks, _permute(X, perm, backend), backend)
     X = _permute(X, A.perms[-1], backend)
@@ -216,7 +209,7 @@ def rmatmat(X: object, A: GeneralizedMonarch):
     # X B = batched row-vector products, so no transpose of X as a whole is needed.
     backend = backend_of(X)
     rows = X.shape[0]
-    X = backend.swap_last(_pad_rows(backend.swap_last(X), _out_size(A.blocks), backend))
+    X = backend.pad_to(X, 1, _out_size(A.blocks))
     for i in reversed(range(A.nfactors)):
         X = _permute_rows(X, A.perms[i + 1], backend)
         nb, q, p = A.blocks[i].shape
@@ -536,9 +529,7 @@ def project(
     device = backend.device(W)
     dtype = W.dtype
     # Pad to (l s, k p) and view as a (k, l) batch of (s, p) blocks: W4[kk, ll, ss, pp].
-    Wp = backend.swap_last(
-        _pad_rows(backend.swap_last(_pad_rows(W, l * s, backend)), k * p, backend)
-    )
+    Wp = backend.pad_to(backend.pad_to(W, 0, l * s), 1, k * p)
     W4 = backend.permute_dims(backend.reshape(Wp, (s, l, k, p)), (2, 1, 0, 3))
     U, S, Vh = backend.svd(W4)
     m = S.shape[-1]

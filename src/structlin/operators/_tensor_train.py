@@ -1,0 +1,76 @@
+"""Size specifications shared by the tensor-train formats ([`TT`][structlin.TT], [`BTT`][structlin.BTT])."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from structlin import _checks
+from structlin.backends import Array, backend_of
+
+
+def common_dtype(cores: Sequence[Array]) -> tuple[Array, ...]:
+    """Cast the cores to their common dtype: the rules multiply them together and
+    PyTorch refuses mixed-dtype matmuls."""
+    backend = backend_of(cores[0])
+    dtype = backend.result_type(*(core.dtype for core in cores))
+    return tuple(core if core.dtype == dtype else backend.astype(core, dtype) for core in cores)
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def spec_sizes(
+    ms: Sequence[int], ns: Sequence[int], ranks: int | Sequence[int], what: str
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Validate `ms`, `ns`, `ranks` of a tensor-train format and return them as tuples.
+
+    `ranks` may be one int (used for every bond) or a sequence of `c - 1` ints.
+    Shared by [`TT`][] and [`BTT`][structlin.BTT].
+    """
+    for name, sizes in (("ms", ms), ("ns", ns)):
+        if not isinstance(sizes, Sequence) or isinstance(sizes, str):
+            raise TypeError(
+                f"{what}: {name} must be a sequence of ints such as (4, 4), got {sizes!r}"
+            )
+    ms = tuple(_count(m, f"{what}: every entry of ms") for m in ms)
+    ns = tuple(_count(n, f"{what}: every entry of ns") for n in ns)
+    if len(ms) != len(ns) or not ms:
+        raise ValueError(
+            f"{what}: ms and ns must have the same positive length (one entry per core), "
+            f"got ms={ms} and ns={ns}"
+        )
+    if min(ms + ns) < 1:
+        raise ValueError(f"{what}: the sizes must be positive, got ms={ms} and ns={ns}")
+    c = len(ms)
+    if isinstance(ranks, Sequence) and not isinstance(ranks, str):
+        rs = tuple(_count(r, f"{what}: every rank") for r in ranks)
+        if len(rs) != c - 1:
+            raise ValueError(
+                f"{what}: {c} cores have {c - 1} bond ranks r_1..r_{c - 1}, got {len(rs)} "
+                f"(ranks={rs}); pass one int to use the same rank on every bond"
+            )
+    else:
+        rs = (_count(ranks, f"{what}: ranks"),) * (c - 1)
+    if rs and min(rs) < 1:
+        raise ValueError(f"{what}: the ranks must be positive, got ranks={rs}")
+    return ms, ns, rs
+
+
+def check_fits(W: Array, ms: tuple[int, ...], ns: tuple[int, ...], what: str) -> None:
+    """Check that `W` has shape `(prod ms, prod ns)`."""
+    expected = (math.prod(ms), math.prod(ns))
+    if tuple(W.shape) != expected:
+        raise ValueError(
+            f"{what}: W has shape {_checks.shape_str(W.shape)} but ms={ms} and ns={ns} describe "
+            f"a {_checks.shape_str(expected)} matrix; choose factors with prod(ms) = "
+            f"{W.shape[0]} and prod(ns) = {W.shape[1]}"
+        )
