@@ -2,6 +2,7 @@
 
     python examples/projection_errors.py           # d = 1024
     python examples/projection_errors.py --smoke   # d = 64 (for tests)
+    python examples/projection_errors.py --plot errors.png   # also save a bar chart (matplotlib)
 
 For a d x d matrix and a budget of 2 d^2 / b parameters (b = 4 here), each
 structure gets the sizes that spend that budget:
@@ -62,14 +63,37 @@ def parameters(A: sl.LinearOperator) -> int:
     return sum(int(np.size(leaf)) for leaf in sl.pytree.tree_flatten(A)[0])
 
 
+def plot(table: dict[str, list[float]], matrices: list[str], d: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(table)
+    for i, (label, errors) in enumerate(table.items()):
+        ax.bar(np.arange(len(matrices)) + i * width, errors, width, label=label)
+    ax.set_xticks(np.arange(len(matrices)) + 0.4 - width / 2, matrices)
+    ax.set_ylabel("relative Frobenius error")
+    ax.set_title(f"Projection of a {d} x {d} matrix, equal parameter budget")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="d = 64, for the tests")
+    parser.add_argument(
+        "--plot", metavar="PNG", help="save a bar chart of the errors (needs matplotlib)"
+    )
     args = parser.parse_args()
     d, b = (64, 4) if args.smoke else (1024, 4)
     rng = np.random.default_rng(0)
     failures = []
 
+    table: dict[str, list[float]] = {}
     structures = specs(d, b)
     Ws = matrices(d, rng)
     print(
@@ -87,6 +111,7 @@ def main() -> int:
             A = sl.project(W, structure, **spec)
             errors.append(np.linalg.norm(W - A.to_dense()) / np.linalg.norm(W))
         elapsed = (time.perf_counter() - start) / len(Ws)
+        table[label] = errors
         print(
             f"{label:<30}{parameters(A):>9}"
             + "".join(f"{e:>17.3f}" for e in errors)
@@ -94,6 +119,9 @@ def main() -> int:
         )
         if not all(0 <= e <= 1 + 1e-12 for e in errors):
             failures.append(f"{label}: error outside [0, 1]")
+
+    if args.plot:
+        plot(table, list(Ws), d, args.plot)
 
     # Sanity: projecting a member of the class gives it back.
     M = sl.Monarch.random(d, d, b, rng=1)
