@@ -19,7 +19,8 @@ of optimal (exact for c = 2 cores, as here). The relative error ||W - A||_F / ||
 is printed for three matrices: a dense Gaussian one (no structure, so every method
 keeps about its share of the energy), a sparse one (5% nonzeros: block-sparse
 structures beat low rank, as the Monarch paper observes) and a smooth kernel
-matrix (numerically low rank: low rank wins). The script exits with status 1 if
+matrix (numerically low rank: every structure with a rank parameter reproduces it to
+round-off; block-diagonal and Kronecker cannot). The script exits with status 1 if
 an error is not in [0, 1] or the optimal structures fail to reproduce a matrix of
 their own class.
 """

@@ -81,7 +81,8 @@ def square(A: Any, what: str) -> int:
 
 
 def common_dtype(items: Sequence[Any], backend: Backend | None) -> Any:
-    dtypes = [item.dtype for item in items if item.dtype is not None]
+    # A value-free Identity may carry another library's dtype (or a name): canonicalise first.
+    dtypes = [backend.canonical_dtype(item.dtype) for item in items if item.dtype is not None]
     if not dtypes:
         return None
     return backend.result_type(*dtypes)

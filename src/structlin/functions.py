@@ -119,7 +119,9 @@ def rmatmat(X: Array, A: LinearOperator) -> Array:
 
 def compose(A: LinearOperator, B: LinearOperator) -> LinearOperator:
     """`A @ B`: a structured product where a rule exists (Kron, BlockDiag, Diagonal,
-    Permutation, Identity), else a lazy [`Product`][structlin.Product]."""
+    Permutation, a stride permutation and its transpose (the identity), Identity, and
+    generalised Monarch matrices, whose factors concatenate into Monarch^k), else a lazy
+    [`Product`][structlin.Product]."""
     if A.shape[1] != B.shape[0]:
         raise ValueError(
             f"A @ B: {type(A).__name__} of shape {_checks.shape_str(A.shape)} and "
@@ -157,7 +159,8 @@ def inv(A: LinearOperator) -> LinearOperator:
     """`A^{-1}` as an operator.
 
     Structured where the structure allows it: Kron (Kron of inverses),
-    BlockDiag (batched block inverses), Diagonal, Permutation, Identity,
+    BlockDiag (batched block inverses), Monarch and GeneralizedMonarch with square
+    blocks (reversed block inverses), Diagonal, Permutation, Identity,
     ScalarMul, Product of square factors (reversed product of inverses), Dense
     (explicit inverse, `O(n^3)`). Otherwise a lazy [`Inverse`][structlin.Inverse]
     that solves with the dense matrix on each application.
@@ -191,16 +194,20 @@ def solve(A: LinearOperator, B: Array) -> Array:
 
 
 def to_dense(A: LinearOperator) -> Array:
-    """The `(m, n)` array `A` represents, built directly from the structure
-    (e.g. `numpy.kron` of the factors), not by applying `A` to the identity."""
+    """The `(m, n)` array `A` represents.
+
+    Built directly from the structure where a rule exists (`numpy.kron` of the factors
+    for Kron, the blocks for BlockDiag, core contractions for TT and BTT, ...), otherwise
+    by applying `A` to the identity (`A @ I`, e.g. for Monarch: `O(n)` matmat columns).
+    """
     return rules.to_dense(A)
 
 
 def slogdet(A: LinearOperator) -> tuple[Array, Array]:
     """`(sign, log|det A|)`, like `numpy.linalg.slogdet`.
 
-    Structured for Kron (`sum_i (n/n_i) log|det A_i|`), BlockDiag (sum over
-    blocks), Diagonal, Permutation (the sign of the permutation), Identity,
+    Structured for Kron (`sum_i (n/n_i) log|det A_i|`), BlockDiag and Monarch
+    with square blocks (sums over blocks), Diagonal, Permutation (the sign of the permutation), Identity,
     ScalarMul, Product of square factors, Inverse and (conjugate) transposes;
     dense LU otherwise. A singular operator gives `(0, -inf)`.
 

@@ -85,7 +85,8 @@ class NumpyBackend(Backend):
         return np.abs(x)
 
     def log(self, x: Array) -> Array:
-        return np.log(x)
+        with np.errstate(divide="ignore"):  # log(0) = -inf is the answer (a singular slogdet)
+            return np.log(x)
 
     def sum(self, x: Array, axis: int | None = None) -> Array:
         return np.sum(x, axis=axis)

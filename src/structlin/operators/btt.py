@@ -143,10 +143,13 @@ class BTT(LinearOperator):
         ("Compute Better Spent", Section 3.2).
 
         Args:
-            ms, ns: The row and column factors, sequences of equal length `c >= 1`.
+            ms: The row factors `(m_1, ..., m_c)`, `c >= 1`.
+            ns: The column factors `(n_1, ..., n_c)`, as many as `ms`.
             ranks: The bond ranks `r_1..r_{c-1}`: one int for every bond, or a sequence.
             rng: NumPy generator or seed; a seed gives the same cores on every backend.
-            dtype, backend, device: Where and how to store the cores.
+            dtype: The cores' dtype (the backend's default float if `None`).
+            backend: `"numpy"`, `"torch"`, `"jax"` or a [`Backend`][structlin.backends.Backend].
+            device: Where to put the cores.
         """
         ms, ns, rs = spec_sizes(ms, ns, ranks, "BTT.random")
         generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)

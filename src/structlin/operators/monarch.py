@@ -353,8 +353,9 @@ def compose(A: GeneralizedMonarch, B: GeneralizedMonarch):
 
 
 class Monarch(GeneralizedMonarch):
-    """A Monarch matrix `M = S_out P_out B_2 P_mid B_1 S_in^T` (Dao et al. 2022), in the layout of
-    the original Monarch code.
+    """A Monarch matrix `M = P_out B_2 P_mid B_1` (Dao et al. 2022) in the original code's layout.
+
+    In full, `M = S_out P_out B_2 P_mid B_1 S_in^T` with the padding `S` described below.
 
     `blkdiag1` of shape `(k, q, p)` is applied first to the input of size `k p`,
     `blkdiag2` of shape `(l, s, r)` second, with `l r == k q`; between them the
@@ -479,6 +480,18 @@ class Monarch(GeneralizedMonarch):
         `sigma = sqrt(min(fan_in, fan_out)) / fan_in` (the structure-aware muP
         initialisation of "Compute Better Spent"), so `M` has spectral norm of order
         `sqrt(d_out / d_in)` like a well-initialised dense layer.
+
+        Args:
+            d_in: Input size (columns).
+            d_out: Output size (rows).
+            nblocks: Blocks per factor, at most `min(d_in, d_out)`.
+            rng: NumPy generator or seed; a seed gives the same blocks on every backend.
+            dtype: The blocks' dtype (the backend's default float if `None`).
+            backend: `"numpy"`, `"torch"`, `"jax"` or a [`Backend`][structlin.backends.Backend].
+            device: Where to put the blocks.
+
+        Raises:
+            ValueError: non-positive sizes or more blocks than `min(d_in, d_out)`.
         """
         (k, q, p), (l, s, r) = cls.layout(d_in, d_out, nblocks)
         if isinstance(backend, str):

@@ -1,0 +1,80 @@
+"""The documentation runs: README and guide snippets, docstring examples, and the strict site build.
+
+Each Markdown page's Python blocks are executed in order in one namespace, as a
+reader would run them; blocks fenced as ```` ```python {.no-run} ```` hold code that
+cannot run here (a GPU device) and are skipped.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+import pathlib
+import pkgutil
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import structlin
+
+ROOT = pathlib.Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+SNIPPET = re.compile(r"```python\n(.*?)```", flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_snippets_run(page: pathlib.Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("jax")
+    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    for index, snippet in enumerate(SNIPPET.findall(page.read_text())):
+        exec(compile(snippet, f"{page.name} snippet {index}", "exec"), namespace)
+
+
+def modules() -> list[str]:
+    names = ["structlin"]
+    for info in pkgutil.walk_packages(structlin.__path__, "structlin."):
+        names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("name", modules())
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(module, name):
+        runner.run(test)
+    failed, attempted = runner.summarize(verbose=False)
+    assert failed == 0, f"{failed} of {attempted} docstring examples failed in {name}"
+
+
+def test_every_public_name_has_an_api_page() -> None:
+    api = "\n".join(p.read_text() for p in (ROOT / "docs" / "api").glob("*.md"))
+    documented = set(re.findall(r"^::: (structlin\.[\w.]+)", api, flags=re.MULTILINE))
+    public = {
+        f"structlin.{name}"
+        for name in structlin.__all__
+        if not isinstance(getattr(structlin, name), type(structlin))  # modules get their own pages
+    }
+    assert public <= documented, f"no API page for {sorted(public - documented)}"
+
+
+def test_site_builds_strictly(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    mkdocs = shutil.which("mkdocs", path=str(pathlib.Path(sys.executable).parent))
+    command = [mkdocs] if mkdocs else [sys.executable, "-m", "mkdocs"]
+    out = subprocess.run(
+        [*command, "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-5000:]
