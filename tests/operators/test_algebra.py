@@ -103,3 +103,11 @@ def test_identity_with_a_dtype_but_no_backend() -> None:
     assert scaled.dtype == np.complex128
     np.testing.assert_allclose(scaled.to_dense(), 1j * np.eye(3))
     assert (eye @ sl.Identity(3)).shape == (3, 3)
+
+
+def test_identity_with_a_foreign_dtype_joins_torch_composites() -> None:
+    torch = pytest.importorskip("torch")
+    T = sl.Dense(torch.eye(3, dtype=torch.float32))
+    for op in (sl.Identity(3, dtype="float64") @ T, T + sl.Identity(3, dtype=np.float64)):
+        assert op.dtype == torch.float64
+        assert isinstance(op.to_dense(), torch.Tensor)
