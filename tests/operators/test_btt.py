@@ -49,7 +49,7 @@ def btt_dense(cores: list[np.ndarray], ms: list[int], ns: list[int], rs: list[in
         G2 = cores[1].reshape(n1, m3, r1, m2, n2, r2)  # [j1, i3, a, i2, j2, b]
         G3 = cores[2].reshape(n1, n2, r2, m3, n3)  # [j1, j2, b, i3, j3]
         return np.einsum("pqija,jqapkb,jkbql->ipqjkl", G1, G2, G3).reshape(m, n)
-    raise NotImplementedError
+    raise ValueError(f"this reference is written out for 1 to 3 cores, got {len(cores)}")
 
 
 def btt_by_entries(

@@ -371,6 +371,10 @@ def test_constructor_errors() -> None:
         sl.Monarch(b, b, shape=(7, 6))
     with pytest.raises(ValueError, match=r"rows \* cols == 6"):
         sl.Monarch(b, b, perms=[(4, 2), (3, 2), None])
+    with pytest.raises(ValueError, match=r"\(rows, cols\) pairs"):
+        sl.Monarch(b, b, perms=[None, (3, 2, 1), None])
+    with pytest.raises(ValueError, match="needs len\\(blocks\\) \\+ 1 = 3 permutations"):
+        sl.Monarch(b, b, perms=[None, None])
     with pytest.raises(ValueError, match="consecutive factors"):
         sl.GeneralizedMonarch([b, np.ones((4, 2, 2))], [None, None, None])
     with pytest.raises(TypeError, match="different dtypes"):

@@ -28,7 +28,7 @@ def tt_dense(cores: list[np.ndarray]) -> np.ndarray:
         return np.einsum("aijb,bklc->ikjl", *cores).reshape(m, n)
     if len(cores) == 3:
         return np.einsum("aijb,bklc,cpqd->ikpjlq", *cores).reshape(m, n)
-    raise NotImplementedError
+    raise ValueError(f"this reference is written out for 1 to 3 cores, got {len(cores)}")
 
 
 def tt_by_entries(cores: list[np.ndarray]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Size specifications shared by the tensor-train formats ([`TT`][structlin.TT], [`BTT`][structlin.BTT])."""
+"""Core checks and size specifications shared by the tensor-train formats ([`TT`][structlin.TT], [`BTT`][structlin.BTT])."""
 
 from __future__ import annotations
 
@@ -9,6 +9,27 @@ from typing import Any
 
 from structlin import _checks
 from structlin.backends import Array, backend_of
+
+
+def core_shapes(cores: Sequence[Array], what: str, layout: str) -> list[tuple[int, ...]]:
+    """Check that `cores` are non-empty, 4-D floating-point arrays of one backend with
+    positive sizes, and return their shapes; `layout` names the expected core shape."""
+    if not cores:
+        raise ValueError(
+            f"{what} needs at least one core of shape {layout}; "
+            f"build one with {what}.random(ms, ns, ranks)"
+        )
+    for t, core in enumerate(cores, start=1):
+        _checks.float_array(core, f"{what} core {t}", ndim=4)
+    _checks.same_backend(cores, what)
+    shapes = [tuple(int(s) for s in core.shape) for core in cores]
+    for t, shape in enumerate(shapes, start=1):
+        if min(shape) < 1:
+            raise ValueError(
+                f"{what} core {t} has shape {_checks.shape_str(shape)}; every size must be "
+                "positive (empty cores are not supported)"
+            )
+    return shapes
 
 
 def common_dtype(cores: Sequence[Array]) -> tuple[Array, ...]:

@@ -13,7 +13,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators._tensor_train import check_fits, common_dtype, spec_sizes
+from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
 
 
 class BTT(LinearOperator):
@@ -83,21 +83,7 @@ class BTT(LinearOperator):
     transposed: bool
 
     def __init__(self, *cores: Array, transposed: bool = False):
-        if not cores:
-            raise ValueError(
-                "BTT needs at least one core of shape (N_<t, M_>t, r_(t-1) m_t, n_t r_t); "
-                "build one with BTT.random(ms, ns, ranks)"
-            )
-        for t, core in enumerate(cores, start=1):
-            _checks.float_array(core, f"BTT core {t}", ndim=4)
-        _checks.same_backend(cores, "BTT")
-        shapes = [tuple(int(s) for s in core.shape) for core in cores]
-        for t, shape in enumerate(shapes, start=1):
-            if min(shape) < 1:
-                raise ValueError(
-                    f"BTT core {t} has shape {_checks.shape_str(shape)}; every size must be "
-                    "positive (empty cores are not supported)"
-                )
+        shapes = core_shapes(cores, "BTT", "(N_<t, M_>t, r_(t-1) m_t, n_t r_t)")
         _check_layout(shapes)
         self._set(cores=common_dtype(cores), transposed=bool(transposed))
 

@@ -107,6 +107,11 @@ class GeneralizedMonarch(LinearOperator):
                 f"{type(self).__name__} blocks have different dtypes {sorted(dtypes)}; "
                 "cast them to one dtype first"
             )
+        if perms is None or any(p is not None and len(p) != 2 for p in perms):
+            raise ValueError(
+                f"{type(self).__name__} perms must be a sequence of (rows, cols) pairs or None, "
+                f"got {perms!r}"
+            )
         perms = tuple(None if p is None else (int(p[0]), int(p[1])) for p in perms)
         if len(perms) != len(blocks) + 1:
             raise ValueError(
@@ -305,7 +310,6 @@ def solve(A: GeneralizedMonarch, B: object):
     return B
 
 
-@lru_cache(maxsize=256)
 def _stride_sign(perm: Stride) -> int:
     if perm is None:
         return 1
@@ -409,26 +413,18 @@ class Monarch(GeneralizedMonarch):
         shape: tuple[int, int] | None = None,
         perms: Sequence[Stride] | None = None,
     ):
-        for name, b in (("blkdiag1", blkdiag1), ("blkdiag2", blkdiag2)):
-            _checks.float_array(b, f"Monarch {name}")
-            if len(b.shape) != 3:
+        shapes = [tuple(getattr(b, "shape", ())) for b in (blkdiag1, blkdiag2)]
+        if all(len(shape) == 3 for shape in shapes):  # else the base class names the problem
+            (k, q, _), (l, s, r) = shapes
+            if l * r != k * q:
                 raise ValueError(
-                    f"Monarch {name} must have shape (nblocks, out_block, in_block), got "
-                    f"{_checks.shape_str(b.shape)}"
+                    f"Monarch needs l * r == k * q for blkdiag1 (k, q, p) = "
+                    f"{_checks.shape_str(shapes[0])} and blkdiag2 (l, s, r) = "
+                    f"{_checks.shape_str(shapes[1])}: {l} * {r} != {k} * {q}; the second "
+                    "factor must consume exactly the first one's outputs"
                 )
-        k, q, _ = blkdiag1.shape
-        l, s, r = blkdiag2.shape
-        if l * r != k * q:
-            raise ValueError(
-                f"Monarch needs l * r == k * q for blkdiag1 (k, q, p) = "
-                f"{_checks.shape_str(blkdiag1.shape)} and blkdiag2 (l, s, r) = "
-                f"{_checks.shape_str(blkdiag2.shape)}: {l} * {r} != {k} * {q}; the second "
-                "factor must consume exactly the first one's outputs"
-            )
-        if perms is None:
-            perms = (None, (r, l), (l, s))
-        elif len(perms) != 3:
-            raise ValueError(f"Monarch needs 3 permutations (P_in, P_mid, P_out), got {len(perms)}")
+            if perms is None:
+                perms = (None, (r, l), (l, s))
         super().__init__((blkdiag1, blkdiag2), perms, shape)
 
     @property

@@ -13,7 +13,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators._tensor_train import check_fits, common_dtype, spec_sizes
+from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
 
 
 class TT(LinearOperator):
@@ -64,21 +64,7 @@ class TT(LinearOperator):
     cores: tuple[Array, ...]
 
     def __init__(self, *cores: Array):
-        if not cores:
-            raise ValueError(
-                "TT needs at least one core of shape (r_{t-1}, m_t, n_t, r_t); "
-                "build one with TT.random(ms, ns, ranks)"
-            )
-        for t, core in enumerate(cores, start=1):
-            _checks.float_array(core, f"TT core {t}", ndim=4)
-        _checks.same_backend(cores, "TT")
-        shapes = [tuple(int(s) for s in core.shape) for core in cores]
-        for t, shape in enumerate(shapes, start=1):
-            if min(shape) < 1:
-                raise ValueError(
-                    f"TT core {t} has shape {_checks.shape_str(shape)}; every size must be "
-                    "positive (empty cores are not supported)"
-                )
+        shapes = core_shapes(cores, "TT", "(r_{t-1}, m_t, n_t, r_t)")
         if shapes[0][0] != 1 or shapes[-1][3] != 1:
             raise ValueError(
                 f"TT needs r_0 = r_c = 1: the first core must have shape (1, m_1, n_1, r_1) and "
