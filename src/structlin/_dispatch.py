@@ -1,12 +1,91 @@
-"""The single plum dispatcher every structlin rule is registered with.
+"""The dispatcher every structlin rule is registered with, and the rules' call path.
 
-Only the API common to `plum-dispatch` and CoLA's fork `cola-plum-dispatch` is
-used (`Dispatcher`, type-annotated methods, `Function.invoke`), so structlin
-keeps working when `cola-ml` replaces the `plum` module.
+Rules are plum `Function`s. Only the API common to `plum-dispatch` and CoLA's
+fork `cola-plum-dispatch` is used (`Dispatcher`, type-annotated methods,
+`Signature`, `Function.resolve_method`), so structlin keeps working when
+`cola-ml` replaces the `plum` module.
+
+Each rule is wrapped in a [`Rule`][structlin._dispatch.Rule] that resolves an
+implementation once per tuple of argument types and then calls it directly.
+That keeps plum out of the hot path (a dictionary lookup instead of a plum
+call) and, because the cached path is plain Python, lets `torch.compile`
+trace through rules without graph breaks once they have been resolved
+(plum itself is compiled with mypyc and cannot be traced).
 """
 
 from __future__ import annotations
 
-from plum import Dispatcher
+from collections.abc import Callable
+from typing import Any
+
+import plum
+
+__all__ = ["Dispatcher", "Rule", "dispatch"]
+
+
+class Rule:
+    """A plum `Function` with a cache of the implementation for each tuple of argument types.
+
+    Calling a rule looks up `tuple(type(a) for a in args)`; on a miss plum resolves
+    the method once (raising plum's `NotFoundLookupError` or `AmbiguousLookupError`
+    as usual). Arguments that are classes (as in `project(W, Monarch)`) are
+    dispatched by value, through plum, on every call. Registering any new method
+    through the structlin dispatcher empties every rule's cache.
+    """
+
+    def __init__(self, function: plum.Function):
+        self.function = function
+        self.__name__ = function.__name__
+        self.__doc__ = function.__doc__
+        self._impls: dict[tuple[type, ...], Callable[..., Any]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        types = tuple(map(type, args))
+        impl = self._impls.get(types)
+        if impl is None:
+            impl = self.resolve(*types)
+        return impl(*args, **kwargs)
+
+    def resolve(self, *types: type) -> Callable[..., Any]:
+        """The implementation this rule runs for arguments of `types` (cached)."""
+        if any(issubclass(t, type) for t in types):
+            impl: Callable[..., Any] = self.function  # a class argument: plum matches `type[X]`
+        else:
+            impl = self.function.resolve_method(plum.Signature(*types))[0]
+        self._impls[types] = impl
+        return impl
+
+    def clear_cache(self) -> None:
+        self._impls.clear()
+
+    @property
+    def methods(self) -> Any:
+        """The registered methods (plum's `Function.methods`)."""
+        return self.function.methods
+
+    def __repr__(self) -> str:
+        return f"<structlin rule {self.__name__} with {len(self.function.methods)} methods>"
+
+
+class Dispatcher:
+    """A plum `Dispatcher` whose functions are [`Rule`][structlin._dispatch.Rule]s.
+
+    Use it as plum's: `@dispatch` on a type-annotated function adds a method
+    to the rule of that name.
+    """
+
+    def __init__(self) -> None:
+        self._plum = plum.Dispatcher()
+        self._rules: dict[str, Rule] = {}
+
+    def __call__(self, f: Callable[..., Any]) -> Rule:
+        function = self._plum(f)
+        rule = self._rules.get(f.__name__)
+        if rule is None or rule.function is not function:
+            rule = self._rules[f.__name__] = Rule(function)
+        for each in self._rules.values():
+            each.clear_cache()
+        return rule
+
 
 dispatch = Dispatcher()

@@ -14,14 +14,40 @@ flattening, JAX registration, `.to(...)` and parameter extraction for layers.
 from __future__ import annotations
 
 import abc
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 
 if TYPE_CHECKING:
     from structlin.operators.scalar_mul import ScalarMul
     from structlin.operators.sum import Sum
+
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):
+    """A property computed once per instance, like `functools.cached_property`.
+
+    Without the lock Python 3.11's version takes, which `torch.compile` cannot trace.
+    Operators are immutable, so a value computed twice by two threads is the same value.
+    """
+
+    def __init__(self, f: Callable[[Any], _T]):
+        self.f = f
+        self.name = f.__name__
+        self.__doc__ = f.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = self.f(obj)
+        obj.__dict__[self.name] = value  # the instance attribute shadows this descriptor from now on
+        return value
 
 
 class LinearOperator(abc.ABC):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from functools import cached_property
 from typing import Any
 
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import DType, backend_of, get_backend, is_array
 from structlin.errors import SingularOperatorError
-from structlin.operator import LinearOperator
+from structlin.operator import LinearOperator, cached_property
 from structlin.operators._convert import bind
 
 
@@ -163,3 +162,8 @@ def scale(c: object, A: LinearOperator):
 @dispatch
 def scale(c: object, A: ScalarMul):
     return ScalarMul(c * A.scalar, A.op)
+
+
+@dispatch
+def components(A: ScalarMul):
+    return (None, *components(A.op))  # the scalar is fixed, not a learnable matrix
