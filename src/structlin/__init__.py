@@ -10,7 +10,7 @@ y = K.inv() @ x  # Kron of the factor inverses; no 256 x 256 matrix is formed
 ```
 """
 
-from structlin import backends, pytree, rules
+from structlin import backends, mup, pytree, rules
 from structlin.errors import SingularOperatorError
 from structlin.functions import (
     adjoint,
@@ -76,6 +76,7 @@ __all__ = [
     "inv",
     "logdet",
     "matmat",
+    "mup",
     "project",
     "pytree",
     "rmatmat",

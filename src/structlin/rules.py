@@ -34,6 +34,7 @@ __all__ = [
     "dispatch",
     "add",
     "adjoint",
+    "components",
     "compose",
     "diag",
     "inv",
@@ -89,6 +90,19 @@ def diag(A: LinearOperator):
 def trace(A: LinearOperator):
     """Sum of [`diag`][structlin.rules.diag], with whatever cost that has."""
     return dense_backend(A)[0].sum(diag(A))
+
+
+@dispatch
+def components(A: LinearOperator):
+    """The learnable dense components of `A`, one [`Component`][structlin.mup.Component]
+    (or `None` for a leaf that is not learnable) per leaf of `A`'s pytree, in
+    `structlin.pytree.tree_flatten` order. Used by [`structlin.mup`][structlin.mup]
+    and the layers of [`structlin.nn`][structlin.nn]."""
+    raise TypeError(
+        f"no components rule for {type(A).__name__}, so structure-aware μP cannot size its "
+        "parameters; register one with "
+        f"`@structlin.rules.dispatch def components(A: {type(A).__name__})`"
+    )
 
 
 @dispatch

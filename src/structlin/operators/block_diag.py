@@ -6,6 +6,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -190,3 +191,8 @@ def project(W: object, structure: type[BlockDiag], *, nblocks: int):
     b = int(nblocks)
     backend = backend_of(W)
     return BlockDiag(backend.einsum("iqip->iqp", backend.reshape(W, (b, m // b, b, n // b))))
+
+
+@dispatch
+def components(A: BlockDiag):
+    return (Component(*A.blocks.shape),)

@@ -11,6 +11,7 @@ import numpy as np
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
@@ -352,3 +353,15 @@ def project(W: object, structure: type[BTT], *, ms: Sequence[int], ns: Sequence[
     G = backend.permute_dims(backend.reshape(T, (m, right, n * r1)), (1, 0, 2))
     cores[0] = backend.reshape(G, (1, right, m, n * r1))
     return _wrap(tuple(cores), False)
+
+
+@dispatch
+def components(A: BTT):
+    # Core t holds N_<t M_>t blocks of shape (r_{t-1} m_t, n_t r_t); the recurrence
+    # runs from core c (input) to core 1 (output). The transpose applies each block transposed.
+    c = len(A.cores)
+    found = tuple(
+        Component(G.shape[0] * G.shape[1], G.shape[2], G.shape[3], first=t == c - 1, last=t == 0)
+        for t, G in enumerate(A.cores)
+    )
+    return tuple(f.transposed() for f in found) if A.transposed else found

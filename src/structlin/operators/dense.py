@@ -5,6 +5,7 @@ from __future__ import annotations
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, is_array
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -111,3 +112,9 @@ def as_operator(x: object, what: str = "operand") -> LinearOperator:
 def project(W: object, structure: type[Dense]):
     """`W` itself: every matrix is dense (`O(1)`, no copy)."""
     return Dense(W)
+
+
+@dispatch
+def components(A: Dense):
+    m, n = A.shape
+    return (Component(1, m, n),)

@@ -6,6 +6,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -123,3 +124,9 @@ def project(W: object, structure: type[Diagonal]):
     """The diagonal of a square `W`: optimal, since the off-diagonal entries are fixed at zero."""
     _checks.square(W, "project(W, Diagonal)")
     return Diagonal(backend_of(W).diagonal(W))
+
+
+@dispatch
+def components(A: Diagonal):
+    # A batch of n independent 1 x 1 matrices.
+    return (Component(A.shape[0], 1, 1),)

@@ -158,3 +158,8 @@ def _product(*ops: Any) -> LinearOperator:
     from structlin.operators.product import Product
 
     return Product(*ops)
+
+
+@dispatch
+def components(A: Identity):
+    return ()

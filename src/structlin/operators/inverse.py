@@ -86,3 +86,13 @@ def adjoint(A: Inverse):
 def slogdet(A: Inverse):
     sign, logabsdet = slogdet(A.op)
     return dense_backend(A)[0].conj(sign), -logabsdet
+
+
+@dispatch
+def components(A: Inverse):
+    # A^{-1} maps A's output space to its input space, so each component acts with its
+    # fans swapped (a heuristic: μP does not cover inverses). Never zero-initialised.
+    return tuple(
+        None if c is None else c.transposed().placed(first=False, last=False)
+        for c in components(A.op)
+    )

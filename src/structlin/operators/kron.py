@@ -8,6 +8,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, backend_of
 from structlin.errors import SingularOperatorError
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 from structlin.operators._convert import unify
 from structlin.operators.dense import as_operator
@@ -212,3 +213,24 @@ def project(
     U, S, Vh = backend.svd(R)
     root = backend.astype(S[0] ** 0.5, W.dtype)
     return Kron(backend.reshape(U[:, 0] * root, (m1, n1)), backend.reshape(Vh[0] * root, (m2, n2)))
+
+
+@dispatch
+def components(A: Kron):
+    # Factor i acts along its own axis, batched over the other axes: those before it
+    # already mapped to their output sizes, those after it still at their input sizes
+    # (the order `_apply_factors` uses). The factors commute, so "first" and "last"
+    # are a convention: factor 0 holds the output end, the last factor the input end.
+    out: list[Component | None] = []
+    d = len(A.factors)
+    for i, factor in enumerate(A.factors):
+        rest = math.prod(f.shape[0] for f in A.factors[:i]) * math.prod(
+            f.shape[1] for f in A.factors[i + 1 :]
+        )
+        for c in components(factor):
+            if c is None:
+                out.append(None)
+                continue
+            c = c.placed(first=i == d - 1, last=i == 0)
+            out.append(Component(c.batch * rest, c.fan_out, c.fan_in, c.first, c.last))
+    return tuple(out)

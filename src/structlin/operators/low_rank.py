@@ -8,6 +8,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
 from structlin.errors import SingularOperatorError
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -148,3 +149,10 @@ def project(W: object, structure: type[LowRank], *, rank: int):
     root = backend.astype(S[:r] ** 0.5, W.dtype)
     U, V = U[:, :r] * root[None, :], root[:, None] * Vh[:r]
     return LowRank(backend.pad_to(U, 1, rank), backend.pad_to(V, 0, rank))
+
+
+@dispatch
+def components(A: LowRank):
+    # A @ x = U (V x): V reads the input, U writes the output.
+    (m, r), n = A.U.shape, A.V.shape[1]
+    return (Component(1, m, r, first=False), Component(1, r, n, last=False))

@@ -21,6 +21,7 @@ from structlin import _checks, rules
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend
 from structlin.errors import SingularOperatorError
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators.permutation import _transpose_rows
@@ -571,3 +572,12 @@ def _scatter_index(k: int, q: int, l: int, m: int) -> np.ndarray:
     slot = np.empty_like(t)
     slot[order] = np.arange(len(t)) - starts
     return np.where(slot < m, pair * m + slot, k * l * m)
+
+
+@dispatch
+def components(A: GeneralizedMonarch):
+    # Factor B_i is nb_i blocks of shape (q_i, p_i); B_1 reads the input, B_c writes the output.
+    c = len(A.blocks)
+    return tuple(
+        Component(*block.shape, first=i == 0, last=i == c - 1) for i, block in enumerate(A.blocks)
+    )

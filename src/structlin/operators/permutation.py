@@ -262,3 +262,13 @@ def to(A: StridePermutation, dtype: object, device: object, backend: object):
         backend if backend is not None else A.backend,
         device if device is not None else A.device,
     )
+
+
+@dispatch
+def components(A: Permutation):
+    return (None,)  # integer indices, not learnable
+
+
+@dispatch
+def components(A: StridePermutation):
+    return ()

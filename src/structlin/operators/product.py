@@ -131,3 +131,14 @@ def slogdet(A: Product):
 def compose(A: LinearOperator, B: LinearOperator):
     """`A B` as a lazy [`Product`][structlin.Product] (flattened); `O(1)`."""
     return Product(A, B)
+
+
+@dispatch
+def components(A: Product):
+    # ops[-1] reads the input, ops[0] writes the output.
+    d = len(A.ops)
+    return tuple(
+        None if c is None else c.placed(first=i == d - 1, last=i == 0)
+        for i, op in enumerate(A.ops)
+        for c in components(op)
+    )

@@ -103,3 +103,9 @@ def diag(A: Sum):
 def add(A: LinearOperator, B: LinearOperator):
     """`A + B` as a lazy [`Sum`][structlin.Sum] (flattened); `O(1)`."""
     return Sum(A, B)
+
+
+@dispatch
+def components(A: Sum):
+    # Every term reads the input and writes (a term of) the output.
+    return tuple(c for op in A.ops for c in components(op))

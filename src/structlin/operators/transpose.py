@@ -126,3 +126,13 @@ def diag(A: Transpose):
 @dispatch
 def diag(A: Adjoint):
     return dense_backend(A)[0].conj(diag(A.op))
+
+
+@dispatch
+def components(A: Transpose):
+    return tuple(None if c is None else c.transposed() for c in components(A.op))
+
+
+@dispatch
+def components(A: Adjoint):
+    return tuple(None if c is None else c.transposed() for c in components(A.op))

@@ -11,6 +11,7 @@ import numpy as np
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of
+from structlin.mup import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
@@ -235,3 +236,22 @@ def project(W: object, structure: type[TT], *, ms: Sequence[int], ns: Sequence[i
         R = SVh
     cores.append(backend.reshape(R, (bonds[c - 1], ms[c - 1], ns[c - 1], 1)))
     return _wrap(tuple(cores))
+
+
+@dispatch
+def components(A: TT):
+    # Core t is the (r_{t-1} m_t) x (n_t r_t) matrix of one contraction step, applied to
+    # N_<t M_>t slabs; the contraction runs from core c (input) to core 1 (output).
+    ms = [G.shape[1] for G in A.cores]
+    ns = [G.shape[2] for G in A.cores]
+    c = len(A.cores)
+    return tuple(
+        Component(
+            math.prod(ns[:t]) * math.prod(ms[t + 1 :]),
+            G.shape[0] * G.shape[1],
+            G.shape[2] * G.shape[3],
+            first=t == c - 1,
+            last=t == 0,
+        )
+        for t, G in enumerate(A.cores)
+    )
