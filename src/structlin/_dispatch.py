@@ -23,6 +23,13 @@ import plum
 __all__ = ["Dispatcher", "Rule", "dispatch"]
 
 
+class _Docstring:
+    """The class docstring on the class, the plum function's (all methods') on instances."""
+
+    def __get__(self, rule: Rule | None, owner: type) -> str | None:
+        return owner._class_doc if rule is None else rule.function.__doc__
+
+
 class Rule:
     """A plum `Function` with a cache of the implementation for each tuple of argument types.
 
@@ -33,10 +40,12 @@ class Rule:
     through the structlin dispatcher empties every rule's cache.
     """
 
+    _class_doc = __doc__
+    __doc__ = _Docstring()  # type: ignore[assignment]
+
     def __init__(self, function: plum.Function):
         self.function = function
         self.__name__ = function.__name__
-        self.__doc__ = function.__doc__
         self._impls: dict[tuple[type, ...], Callable[..., Any]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -219,8 +219,8 @@ def project(
 def components(A: Kron):
     # Factor i acts along its own axis, batched over the other axes: those before it
     # already mapped to their output sizes, those after it still at their input sizes
-    # (the order `_apply_factors` uses). The factors commute, so "first" and "last"
-    # are a convention: factor 0 holds the output end, the last factor the input end.
+    # (the order `_apply_factors` uses: factor 0 first). The factors commute, so which
+    # one counts as first or last is only that convention.
     out: list[Component | None] = []
     d = len(A.factors)
     for i, factor in enumerate(A.factors):
@@ -231,6 +231,6 @@ def components(A: Kron):
             if c is None:
                 out.append(None)
                 continue
-            c = c.placed(first=i == d - 1, last=i == 0)
+            c = c.placed(first=i == 0, last=i == d - 1)
             out.append(Component(c.batch * rest, c.fan_out, c.fan_in, c.first, c.last))
     return tuple(out)
