@@ -1,0 +1,58 @@
+"""Trainable structured layers with structure-aware μP.
+
+PyTorch layers live here; the JAX versions are in [`structlin.nn.jax`][structlin.nn.jax].
+The structure names and their options are in
+[`structlin.nn.structures`][structlin.nn.structures].
+
+```python
+import torch
+import structlin.nn as snn
+
+layer = snn.Linear(1024, 1024, structure="monarch", nblocks=4)
+y = layer(torch.randn(8, 16, 1024))  # acts on the last axis
+opt = torch.optim.AdamW(snn.param_groups(layer, lr=1e-3, weight_decay=0.1))
+```
+
+PyTorch is imported only when one of these names is first used, so
+`structlin.nn.jax` and `structlin.nn.structures` work without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from structlin.nn.linear import Linear
+    from structlin.nn.optim import mup_lr_multipliers, param_groups
+    from structlin.nn.surgery import replace_linear
+
+__all__ = ["Linear", "mup_lr_multipliers", "param_groups", "replace_linear"]
+
+_LAZY = {
+    "Linear": "structlin.nn.linear",
+    "mup_lr_multipliers": "structlin.nn.optim",
+    "param_groups": "structlin.nn.optim",
+    "replace_linear": "structlin.nn.surgery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'structlin.nn' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if error.name != "torch":
+            raise
+        raise ImportError(
+            f"structlin.nn.{name} needs PyTorch: pip install 'structlin[torch]' "
+            "(the JAX layers are in structlin.nn.jax)"
+        ) from error
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

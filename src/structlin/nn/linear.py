@@ -1,0 +1,361 @@
+"""`Linear`: a PyTorch layer `y = W x + b` whose `W` is any structlin operator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from structlin import pytree, rules
+from structlin.backends import is_array
+from structlin.mup import MupInfo, describe
+from structlin.nn import structures
+from structlin.nn.structures import leaf_names as _leaf_names
+from structlin.operator import LinearOperator
+
+__all__ = ["Linear"]
+
+# How each leaf of the operator is held: a trained parameter, a fixed buffer
+# (permutation indices, array scalars), or a Python constant.
+_PARAM, _BUFFER, _CONST = "param", "buffer", "const"
+
+
+class Linear(nn.Module):
+    """`y = W x + b` applied to the last axis of `x`, with `W` a structured `d_out x d_in` operator.
+
+    Every learnable array of `W` is an `nn.Parameter` that knows its μP role
+    ([`MupInfo`][structlin.mup.MupInfo] in `layer.mup[name]`, also attached as
+    `parameter.mup`): the fan-in and fan-out of the dense component it holds, the
+    number `k` of components in the layer, its initialisation scale
+    `sqrt(min(d_in^i, d_out^i)) / d_in^i` and its Adam learning-rate multiplier
+    `κ_i = (d_in / d_in^i) / k` ("Compute Better Spent", Section 3.2). These are
+    derived from the operator's structure by [`structlin.mup`][structlin.mup], so any
+    expression gets them. [`param_groups`][structlin.nn.param_groups] turns them into
+    optimizer groups.
+
+    Build a layer from a structure name (parameters drawn at the μP scale),
+
+    - `Linear(d_in, d_out, "monarch", nblocks=4)`, and likewise `"dense"`,
+      `"lowrank"` (`rank`), `"kron"` (`factors`), `"blockdiag"` (`nblocks`),
+      `"tt"` and `"btt"` (`rank`, `ncores`): see [`structlin.nn.structures`][structlin.nn.structures];
+
+    from any operator expression, `Linear.from_operator(op)`, whose arrays become
+    the parameters; or from a trained `nn.Linear` by projection,
+    `Linear.from_linear(linear, "monarch", nblocks=4)`.
+
+    The forward pass is `x @ W^T` through W's structured transpose and the
+    row-layout rules of [`structlin.rules`][structlin.rules], resolved once when the
+    layer is built, so `torch.compile` traces it without graph breaks. It costs
+    what `W`'s matmat costs (for Monarch with `b` blocks about `2 d^2 / b` flops
+    per row against `d^2` for dense).
+
+    Weight normalisation (Section 5.1), `weight_norm=True`, uses each component as
+    `γ_i min(1, σ_i / RMS(G_i)) G_i` with a learnable scalar `γ_i` (initially 1,
+    parameter `<name>_gain`) and `σ_i` the component's μP scale, so no component's
+    RMS entry can grow past its initial scale unless `γ_i` lets it.
+
+    Args:
+        in_features: `d_in`.
+        out_features: `d_out`.
+        structure: One of `"dense"`, `"lowrank"`, `"kron"`, `"blockdiag"`,
+            `"monarch"`, `"tt"`, `"btt"`.
+        bias: Whether to add a learnable bias (initialised to zero).
+        weight_norm: Reparameterise each component as above.
+        zero_init_last: Zero the components that write the layer's output (for the
+            last layer of a residual branch, Section 3.2); the layer starts at `W = 0`
+            and gradients still reach them.
+        dtype: Parameter dtype (`torch.get_default_dtype()` if `None`).
+        device: Parameter device.
+        **spec: The structure's options (`nblocks`, `rank`, `factors`, `ncores`).
+
+    Raises:
+        ValueError: sizes the structure cannot take, or an unknown structure.
+        TypeError: an option the structure does not take.
+
+    Example:
+        >>> import torch, structlin.nn as snn
+        >>> layer = snn.Linear(64, 32, "monarch", nblocks=4)
+        >>> layer(torch.randn(5, 64)).shape
+        torch.Size([5, 32])
+        >>> sorted(name for name, _ in layer.named_parameters())
+        ['bias', 'blocks_0', 'blocks_1']
+        >>> layer.mup["blocks_0"].lr_multiplier
+        2.0
+    """
+
+    in_features: int
+    out_features: int
+    mup: dict[str, MupInfo]
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        structure: str = "dense",
+        *,
+        bias: bool = True,
+        weight_norm: bool = False,
+        zero_init_last: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        **spec: Any,
+    ):
+        super().__init__()
+        op = structures.template(structure, in_features, out_features, **spec)
+        self.structure = structure
+        self._build(op, bias=bias, weight_norm=weight_norm, dtype=dtype, device=device, copy=False)
+        self.reset_parameters(zero_init_last=zero_init_last)
+        self._resolve_rules()
+
+    # -- construction ------------------------------------------------------------
+    @classmethod
+    def from_operator(
+        cls,
+        op: LinearOperator,
+        bias: bool | Any = False,
+        *,
+        weight_norm: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Linear:
+        """A layer computing `op @ x + b`, with copies of `op`'s arrays as parameters.
+
+        `op` may be any operator expression of any backend (NumPy and JAX arrays
+        are copied into PyTorch). Its floating-point arrays that are learnable
+        dense components become parameters; integer arrays (permutation
+        indices) and array scalars become buffers; Python scalars stay constants.
+        With `weight_norm`, each `σ_i` is the larger of the component's μP scale
+        and its current RMS, so the layer computes exactly `op` when built.
+
+        Args:
+            op: The `d_out x d_in` operator.
+            bias: `False`, `True` (a zero bias) or an array of shape `(d_out,)`.
+            weight_norm: As in [`Linear`][structlin.nn.Linear].
+            dtype: Parameter dtype; by default `op`'s dtype for a PyTorch `op`, else
+                `torch.get_default_dtype()`.
+            device: Parameter device; by default `op`'s device for a PyTorch `op`.
+
+        Raises:
+            TypeError: `op` is not an operator, has complex values, or has no
+                `components` rule; `bias` is not a bool or an array.
+            ValueError: `bias` has the wrong shape.
+        """
+        if not isinstance(op, LinearOperator):
+            raise TypeError(
+                f"Linear.from_operator needs a structlin operator, got {type(op).__name__}; "
+                "wrap an array with structlin.Dense"
+            )
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer.structure = type(op).__name__
+        layer._build(op, bias=bias, weight_norm=weight_norm, dtype=dtype, device=device, copy=True)
+        layer._resolve_rules()
+        return layer
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        structure: str,
+        *,
+        weight_norm: bool = False,
+        **spec: Any,
+    ) -> Linear:
+        """The structured layer nearest to a dense `nn.Linear` (dense-to-structured fine-tuning).
+
+        The weight is projected onto `structure` in the Frobenius norm with
+        [`structures.project_onto`][structlin.nn.structures.project_onto] (optimal
+        for every structure but TT and BTT with more than two cores), on the
+        layer's device and in its dtype; the bias is copied.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
+        with torch.no_grad():
+            op = structures.project_onto(linear.weight.detach(), structure, **spec)
+            bias = linear.bias.detach() if linear.bias is not None else False
+            layer = cls.from_operator(op, bias, weight_norm=weight_norm)
+        layer.structure = structure
+        return layer
+
+    def _build(
+        self,
+        op: LinearOperator,
+        *,
+        bias: bool | Any,
+        weight_norm: bool,
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+        copy: bool,
+    ) -> None:
+        leaves, treedef = pytree.tree_flatten(op)
+        infos = describe(op)
+        if dtype is None:
+            dtype = op.dtype if copy and _is_torch(op) else torch.get_default_dtype()
+        if device is None and copy and _is_torch(op):
+            device = op.device
+        self.in_features, self.out_features = op.shape[1], op.shape[0]
+        self.weight_norm = weight_norm
+        self.mup = {}
+        self._treedef = treedef
+        slots: list[tuple[str, Any]] = []
+        self._sigma: dict[str, float] = {}
+        for name, leaf, info in zip(_leaf_names(treedef), leaves, infos, strict=True):
+            if not is_array(leaf):
+                slots.append((_CONST, leaf))
+                continue
+            value = _to_torch(leaf, device)
+            if value.is_complex():
+                raise TypeError(
+                    f"Linear layers are real, but {type(op).__name__} has complex values "
+                    f"(dtype {value.dtype}); take the real part or use a real operator"
+                )
+            floating = torch.is_floating_point(value)
+            if floating:
+                value = value.to(dtype)
+            if info is None or not floating:
+                self.register_buffer(name, value if copy else torch.zeros_like(value))
+                slots.append((_BUFFER, name))
+                continue
+            parameter = nn.Parameter(value if copy else torch.empty_like(value))
+            parameter.mup = info
+            self.register_parameter(name, parameter)
+            self.mup[name] = info
+            slots.append((_PARAM, name))
+            if weight_norm:
+                rms = float(value.pow(2).mean().sqrt()) if copy and value.numel() else 0.0
+                self._sigma[name] = max(info.init_std, rms)
+                self.register_parameter(
+                    name + "_gain", nn.Parameter(torch.ones((), dtype=dtype, device=device))
+                )
+        self._slots = tuple(slots)
+        self.register_parameter("bias", _make_bias(bias, self.out_features, dtype, device))
+
+    def _resolve_rules(self) -> None:
+        # One forward pass on a single row resolves (and caches) every dispatched
+        # rule the forward pass uses, so later calls, and torch.compile's tracing,
+        # never reach plum.
+        with torch.no_grad():
+            probe = self.bias if self.bias is not None else next(iter(self._arrays()), None)
+            kwargs = {"device": probe.device} if probe is not None else {}
+            dtype = probe.dtype if probe is not None else torch.get_default_dtype()
+            self.forward(torch.zeros(1, self.in_features, dtype=dtype, **kwargs))
+
+    def _arrays(self) -> list[torch.Tensor]:
+        return [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+
+    # -- the operator --------------------------------------------------------------
+    @property
+    def operator(self) -> LinearOperator:
+        """`W` as a structlin operator of the current parameters (weight-normalised if
+        enabled), differentiable with respect to them."""
+        leaves = []
+        for kind, slot in self._slots:
+            if kind == _CONST:
+                leaves.append(slot)
+                continue
+            value = getattr(self, slot)
+            if kind == _PARAM and self.weight_norm:
+                value = _normalised(value, getattr(self, slot + "_gain"), self._sigma[slot])
+            leaves.append(value)
+        return pytree.tree_unflatten(self._treedef, leaves)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x @ W^T + b` for `x` of shape `(..., in_features)`."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear({self.in_features} -> {self.out_features}) got an input of shape "
+                f"{tuple(x.shape)}; its last axis must have size {self.in_features}"
+            )
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, self.in_features)
+        y = rules.rmatmat(rows, rules.transpose(self.operator))
+        y = y.reshape(*lead, self.out_features)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y
+
+    # -- initialisation and conversion ---------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, zero_init_last: bool = False) -> None:
+        """Draw every component from `N(0, σ_i²)` at its μP scale (zero the output-side
+        components if `zero_init_last`), set weight-norm gains to 1 and the bias to 0."""
+        for name, info in self.mup.items():
+            parameter = getattr(self, name)
+            if zero_init_last and info.component.last:
+                parameter.zero_()
+            else:
+                parameter.normal_(0.0, info.init_std)
+            if self.weight_norm:
+                getattr(self, name + "_gain").fill_(1.0)
+        if self.bias is not None:
+            self.bias.zero_()
+
+    @torch.no_grad()
+    def to_dense_linear(self) -> nn.Linear:
+        """An `nn.Linear` computing the same function, with `W` densified ("reverse
+        sparsification": train structured, then densify and continue).
+
+        `O(d_out d_in)` memory; same dtype and device as this layer.
+        """
+        W = rules.to_dense(self.operator)
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            dtype=W.dtype,
+            device=W.device,
+        )
+        linear.weight.copy_(W)
+        if self.bias is not None:
+            linear.bias.copy_(self.bias)
+        return linear
+
+    def extra_repr(self) -> str:
+        parts = [
+            f"in_features={self.in_features}",
+            f"out_features={self.out_features}",
+            f"structure={self.structure!r}",
+            f"bias={self.bias is not None}",
+        ]
+        if self.weight_norm:
+            parts.append("weight_norm=True")
+        return ", ".join(parts)
+
+
+def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: float) -> torch.Tensor:
+    # gain * min(1, sigma / RMS(G)) * G, written as sigma / sqrt(max(mean(G^2), sigma^2)):
+    # the same value, but finite gradients at G = 0 (no sqrt(0) on the selected branch).
+    mean_square = G.pow(2).mean()
+    scale = sigma * torch.rsqrt(torch.clamp(mean_square, min=sigma * sigma))
+    return G * (gain * scale).to(G.dtype)
+
+
+def _is_torch(op: LinearOperator) -> bool:
+    return op.backend is not None and op.backend.name == "torch"
+
+
+def _to_torch(leaf: Any, device: torch.device | str | None) -> torch.Tensor:
+    if isinstance(leaf, torch.Tensor):
+        value = leaf.detach().clone()
+    else:
+        value = torch.as_tensor(np.array(leaf))
+    return value.to(device) if device is not None else value
+
+
+def _make_bias(
+    bias: bool | Any, d_out: int, dtype: torch.dtype, device: torch.device | str | None
+) -> nn.Parameter | None:
+    if bias is False or bias is None:
+        return None
+    if bias is True:
+        return nn.Parameter(torch.zeros(d_out, dtype=dtype, device=device))
+    if not is_array(bias):
+        raise TypeError(
+            f"bias must be a bool or an array of shape ({d_out},), got {type(bias).__name__}"
+        )
+    value = _to_torch(bias, device).to(dtype)
+    if tuple(value.shape) != (d_out,):
+        raise ValueError(f"bias must have shape ({d_out},), got {tuple(value.shape)}")
+    return nn.Parameter(value)
