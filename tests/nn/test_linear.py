@@ -155,7 +155,15 @@ def test_state_dict_round_trip():
     b.load_state_dict(torch.load(buffer))
     x = torch.randn(7, 48)
     torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
-    assert set(a.state_dict()) == {"cores_0", "cores_0_gain", "cores_1", "cores_1_gain", "bias"}
+    assert set(a.state_dict()) == {
+        "cores_0",
+        "cores_0_gain",
+        "cores_0_sigma",
+        "cores_1",
+        "cores_1_gain",
+        "cores_1_sigma",
+        "bias",
+    }
 
 
 def test_zero_init_last_starts_at_zero_and_still_learns():

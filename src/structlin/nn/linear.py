@@ -53,8 +53,11 @@ class Linear(nn.Module):
 
     Weight normalisation (Section 5.1), `weight_norm=True`, uses each component as
     `γ_i min(1, σ_i / RMS(G_i)) G_i` with a learnable scalar `γ_i` (initially 1,
-    parameter `<name>_gain`) and `σ_i` the component's μP scale, so no component's
-    RMS entry can grow past its initial scale unless `γ_i` lets it.
+    parameter `<name>_gain`) and `σ_i` the component's μP scale (buffer
+    `<name>_sigma`), so no component's RMS entry can grow past that scale unless
+    `γ_i` lets it. As in the paper, a freshly drawn component whose sample RMS
+    happens to exceed `σ_i` is used scaled down to it (by a few percent for large
+    components).
 
     Args:
         in_features: `d_in`.
@@ -200,7 +203,6 @@ class Linear(nn.Module):
         self.mup = {}
         self._treedef = treedef
         slots: list[tuple[str, Any]] = []
-        self._sigma: dict[str, float] = {}
         for name, leaf, info in zip(_leaf_names(treedef), leaves, infos, strict=True):
             if not is_array(leaf):
                 slots.append((_CONST, leaf))
@@ -225,9 +227,13 @@ class Linear(nn.Module):
             slots.append((_PARAM, name))
             if weight_norm:
                 rms = float(value.pow(2).mean().sqrt()) if copy and value.numel() else 0.0
-                self._sigma[name] = max(info.init_std, rms)
                 self.register_parameter(
                     name + "_gain", nn.Parameter(torch.ones((), dtype=dtype, device=device))
+                )
+                # A buffer, so that state_dict carries the bound a from_operator layer chose.
+                sigma = max(info.init_std, rms)
+                self.register_buffer(
+                    name + "_sigma", torch.tensor(sigma, dtype=dtype, device=device)
                 )
         self._slots = tuple(slots)
         self.register_parameter("bias", _make_bias(bias, self.out_features, dtype, device))
@@ -257,7 +263,9 @@ class Linear(nn.Module):
                 continue
             value = getattr(self, slot)
             if kind == _PARAM and self.weight_norm:
-                value = _normalised(value, getattr(self, slot + "_gain"), self._sigma[slot])
+                value = _normalised(
+                    value, getattr(self, slot + "_gain"), getattr(self, slot + "_sigma")
+                )
             leaves.append(value)
         return pytree.tree_unflatten(self._treedef, leaves)
 
@@ -324,11 +332,12 @@ class Linear(nn.Module):
         return ", ".join(parts)
 
 
-def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: float) -> torch.Tensor:
+def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     # gain * min(1, sigma / RMS(G)) * G, written as sigma / sqrt(max(mean(G^2), sigma^2)):
     # the same value, but finite gradients at G = 0 (no sqrt(0) on the selected branch).
-    mean_square = G.pow(2).mean()
-    scale = sigma * torch.rsqrt(torch.clamp(mean_square, min=sigma * sigma))
+    mean_square = G.pow(2).mean(dtype=torch.promote_types(G.dtype, torch.float32))
+    sigma = sigma.to(mean_square.dtype)
+    scale = sigma * torch.rsqrt(torch.maximum(mean_square, sigma * sigma))
     return G * (gain * scale).to(G.dtype)
 
 
