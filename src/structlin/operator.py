@@ -46,7 +46,8 @@ class cached_property(Generic[_T]):
         if obj is None:
             return self
         value = self.f(obj)
-        obj.__dict__[self.name] = value  # the instance attribute shadows this descriptor from now on
+        # The instance attribute shadows this descriptor from now on.
+        obj.__dict__[self.name] = value
         return value
 
 
