@@ -304,6 +304,18 @@ def test_bad_input_errors():
         snn.Linear.from_linear(layer, "monarch")
     with pytest.raises(ValueError, match="kron factors"):
         snn.Linear(16, 8, "kron", factors=((2, 2), (2, 2)))
+    with pytest.raises(ValueError, match="positive integers"):
+        snn.Linear(16, 8, "kron", factors=((2, 4), (4, 4), (1, 1)))
+
+
+def test_replace_linear_leaves_linear_subclasses_alone():
+    attention = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+    model = torch.nn.ModuleDict({"attn": attention, "mlp": torch.nn.Linear(32, 32)})
+    snn.replace_linear(model, "monarch")
+    assert isinstance(model["mlp"], snn.Linear)
+    assert not isinstance(attention.out_proj, snn.Linear)
+    x = torch.randn(2, 5, 32)
+    assert attention(x, x, x)[0].shape == (2, 5, 32)
 
 
 def _rms(t: torch.Tensor) -> float:

@@ -490,15 +490,14 @@ class Linear:
         return Linear._make(self._meta, params, bias, tuple(1.0 for _ in self.gains))
 
     def __repr__(self) -> str:
-        parts = [
-            f"in_features={self.in_features}",
-            f"out_features={self.out_features}",
-            f"structure={self.structure!r}",
-            f"bias={self.bias is not None}",
-        ]
-        if self.weight_norm:
-            parts.append("weight_norm=True")
-        return f"Linear({', '.join(parts)})"
+        summary = structures.layer_summary(
+            self.in_features,
+            self.out_features,
+            self.structure,
+            self.bias is not None,
+            self.weight_norm,
+        )
+        return f"Linear({summary})"
 
 
 def _trained(value: Any, info: MupInfo | None) -> bool:

@@ -321,15 +321,13 @@ class Linear(nn.Module):
         return linear
 
     def extra_repr(self) -> str:
-        parts = [
-            f"in_features={self.in_features}",
-            f"out_features={self.out_features}",
-            f"structure={self.structure!r}",
-            f"bias={self.bias is not None}",
-        ]
-        if self.weight_norm:
-            parts.append("weight_norm=True")
-        return ", ".join(parts)
+        return structures.layer_summary(
+            self.in_features,
+            self.out_features,
+            self.structure,
+            self.bias is not None,
+            self.weight_norm,
+        )
 
 
 def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

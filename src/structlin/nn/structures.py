@@ -93,7 +93,16 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
         if out.get("factors") is None:
             (m1, m2), (n1, n2) = balanced_factors(d_out, 2), balanced_factors(d_in, 2)
             out["factors"] = ((m1, n1), (m2, n2))
-        (m1, n1), (m2, n2) = out["factors"]
+        factors = out["factors"]
+        if (
+            len(factors) != 2
+            or any(len(f) != 2 for f in factors)
+            or any(isinstance(v, bool) or int(v) != v or v < 1 for f in factors for v in f)
+        ):
+            raise ValueError(
+                f"kron factors must be ((m1, n1), (m2, n2)) of positive integers, got {factors!r}"
+            )
+        (m1, n1), (m2, n2) = factors
         if (m1 * m2, n1 * n2) != (d_out, d_in):
             raise ValueError(
                 f"kron factors {out['factors']} give a {m1 * m2} x {n1 * n2} matrix, not "
@@ -164,6 +173,21 @@ def template(
             )
         )
     return BTT(*(zeros(*shape) for shape in _core_shapes(ms, ns, ranks)))
+
+
+def layer_summary(
+    in_features: int, out_features: int, structure: str, bias: bool, weight_norm: bool
+) -> str:
+    """The `key=value` description both layers' reprs show."""
+    parts = [
+        f"in_features={in_features}",
+        f"out_features={out_features}",
+        f"structure={structure!r}",
+        f"bias={bias}",
+    ]
+    if weight_norm:
+        parts.append("weight_norm=True")
+    return ", ".join(parts)
 
 
 def leaf_names(treedef: pytree.TreeDef | None) -> list[str]:

@@ -24,6 +24,10 @@ def replace_linear(
     """Replace, in place, every `nn.Linear` of `model` that `filter` accepts by a
     structured [`Linear`][structlin.nn.Linear] of the same shape, bias, dtype and device.
 
+    Only modules of exactly type `nn.Linear` are candidates: subclasses (such as the
+    `out_proj` of `nn.MultiheadAttention`, whose weight the attention reads
+    directly) are left alone.
+
     With `project=True` the new layer starts from the dense weights projected onto
     the structure ([`Linear.from_linear`][structlin.nn.Linear.from_linear]: the
     Frobenius-nearest structured matrix, and the same bias), for dense-to-structured
