@@ -199,10 +199,30 @@ def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
     return backend.reshape(backend.matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k))
 
 
+def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, transposed: bool):
+    """`(blkdiag1, blkdiag2)` of the default-layout Monarch `M` when `A` is `M` (or `M^T`, if
+    `transposed`) and the PyTorch kernel applies to `X`; else `None`."""
+    if len(A.blocks) != 2 or type(X).__module__ != "torch" or X.dtype.is_complex:
+        return None
+    first, second = reversed(A.blocks) if transposed else A.blocks
+    if transposed:
+        first, second = first.transpose(1, 2), second.transpose(1, 2)
+    l, s, r = second.shape
+    default = (None, (r, l), (l, s))
+    perms = tuple(_transposed(p) for p in reversed(A.perms)) if transposed else A.perms
+    return (first, second) if perms == default else None
+
+
 @dispatch
 def matmat(A: GeneralizedMonarch, X: object):
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
+    kernel = _torch_kernel_blocks(A, X, transposed=False)
+    if kernel is not None:
+        from structlin.operators._monarch_torch import rows_times_monarch_t
+
+        Y = rows_times_monarch_t(X.t(), *kernel).t()
+        return Y if Y.shape[0] == A.shape[0] else Y[: A.shape[0]]
     for perm, blocks in zip(A.perms, A.blocks, strict=False):
         X = _apply_blocks(blocks, _permute(X, perm, backend), backend)
     X = _permute(X, A.perms[-1], backend)
@@ -216,6 +236,12 @@ def rmatmat(X: object, A: GeneralizedMonarch):
     backend = backend_of(X)
     rows = X.shape[0]
     X = backend.pad_to(X, 1, _out_size(A.blocks))
+    kernel = _torch_kernel_blocks(A, X, transposed=True)
+    if kernel is not None:  # X M^T for a default-layout M: the layers' hot path
+        from structlin.operators._monarch_torch import rows_times_monarch_t
+
+        Y = rows_times_monarch_t(X, *kernel)
+        return Y if Y.shape[1] == A.shape[1] else Y[:, : A.shape[1]]
     for i in reversed(range(A.nfactors)):
         X = _permute_rows(X, A.perms[i + 1], backend)
         nb, q, p = A.blocks[i].shape

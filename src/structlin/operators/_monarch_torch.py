@@ -1,0 +1,91 @@
+"""The PyTorch kernel for a batch of rows times a two-factor Monarch: `X M^T`.
+
+This is the hot path of every Monarch layer (`y = x W^T` with `W` a
+[`Monarch`][structlin.Monarch] in its default layout). Written naively, as two
+batched matmuls over the blocks with the activations kept row by row, each
+stride permutation costs a transposing copy of the whole batch, forwards and
+backwards, and those copies cost more than the matmuls. Here the activations
+between the two factors are kept *by column* (features times batch): the first
+batched matmul reads the row-major input through a transposed view and writes
+columns, and in column layout the middle permutation `P_mid` is only a
+reshape, so the second factor reads it through a strided view (a legal
+leading dimension for BLAS) and nothing is copied between the factors. The
+only transposing copies left are the ones a row-major output and gradient
+cannot avoid (the output permutation `P_out` puts the block index innermost):
+one in the forward pass, one for the incoming gradient, plus two cheap
+block-order copies for the input gradient.
+
+PyTorch's CPU `bmm` takes its batched BLAS path only for a contiguous result and
+operands whose matrices have a unit stride, so every result below is a fresh
+contiguous tensor and every operand a view with a unit stride in one of its last
+two dimensions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["rows_times_monarch_t"]
+
+
+class _RowsTimesMonarchT(torch.autograd.Function):
+    """`Y = X M^T` for `M = P_out B_2 P_mid B_1` in the default Monarch layout.
+
+    Shapes: `X (n, k p)`, `blkdiag1 (k, q, p)`, `blkdiag2 (l, s, r)` with
+    `l r = k q`; `Y (n, s l)`. The intermediate `Z = B_1`-applied columns
+    `(k, q, n)` is saved for the backward pass instead of the input's copy.
+    """
+
+    @staticmethod
+    def forward(ctx, X: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor):
+        n = X.shape[0]
+        k, _, p = blkdiag1.shape
+        l, s, r = blkdiag2.shape
+        # B_1 on the columns of X: (k, q, p) @ (k, p, n) -> (k, q, n), i.e. (k q, n).
+        Y = torch.bmm(blkdiag1, X.t().reshape(k, p, n))
+        # P_mid views the (k q) axis as (r, l) and swaps it: block ll of B_2 reads rows
+        # rr * l + ll, a stride-l slice, so (l, n, r) is a view of Y with unit stride on n.
+        Z = Y.view(r, l, n).permute(1, 2, 0)
+        O = torch.bmm(Z, blkdiag2.transpose(1, 2))  # (l, n, s)
+        ctx.save_for_backward(X, blkdiag1, blkdiag2, Y)
+        ctx.set_materialize_grads(False)
+        # P_out: output feature ss * l + ll of row b is O[ll, b, ss]. Y is returned too (and
+        # dropped by the caller) so that a second derivative sees the graph through it.
+        return O.permute(1, 2, 0).reshape(n, s * l), Y
+
+    @staticmethod
+    def backward(ctx, G: torch.Tensor | None, GY_direct: torch.Tensor | None):
+        X, blkdiag1, blkdiag2, Y = ctx.saved_tensors
+        n = X.shape[0]
+        k, q, p = blkdiag1.shape
+        l, s, r = blkdiag2.shape
+        need_x, need_1, need_2 = ctx.needs_input_grad
+        grad_x = grad_1 = grad_2 = GY = None
+        if G is not None:
+            # The gradient of O, as (l, n, s) with unit stride on s: one transposing copy.
+            GO = G.reshape(n, s, l).transpose(1, 2).contiguous().transpose(0, 1)
+            if need_2:
+                grad_2 = torch.bmm(GO.transpose(1, 2), Y.view(r, l, n).permute(1, 2, 0))
+            if need_x or need_1:
+                GZ = torch.bmm(blkdiag2.transpose(1, 2), GO.transpose(1, 2))  # (l, r, n)
+                GY = GZ.transpose(0, 1).reshape(k, q, n)  # back through P_mid
+        if GY_direct is not None:  # only in a second derivative
+            GY = GY_direct if GY is None else GY + GY_direct
+        if GY is not None:
+            if need_1:
+                grad_1 = torch.bmm(GY, X.reshape(n, k, p).transpose(0, 1))  # (k, q, p)
+            if need_x:
+                grad_x = torch.bmm(GY.transpose(1, 2), blkdiag1)  # (k, n, p)
+                grad_x = grad_x.transpose(0, 1).reshape(n, k * p)
+        return grad_x, grad_1, grad_2
+
+
+def rows_times_monarch_t(
+    X: torch.Tensor, blkdiag1: torch.Tensor, blkdiag2: torch.Tensor
+) -> torch.Tensor:
+    """`X @ M^T` for rows `X (n, k p)` and the unpadded default-layout Monarch `M(blkdiag1, blkdiag2)`.
+
+    Real floating-point tensors of one dtype and device; differentiable in all
+    three arguments, to any order (the backward pass is made of differentiable ops).
+    """
+    return _RowsTimesMonarchT.apply(X, blkdiag1, blkdiag2)[0]
