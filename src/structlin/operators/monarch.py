@@ -199,10 +199,10 @@ def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
     return backend.reshape(backend.matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k))
 
 
-def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, transposed: bool):
+def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, backend: Backend, transposed: bool):
     """`(blkdiag1, blkdiag2)` of the default-layout Monarch `M` when `A` is `M` (or `M^T`, if
     `transposed`) and the PyTorch kernel applies to `X`; else `None`."""
-    if len(A.blocks) != 2 or type(X).__module__ != "torch" or X.dtype.is_complex:
+    if len(A.blocks) != 2 or backend.name != "torch" or X.dtype.is_complex:
         return None
     first, second = reversed(A.blocks) if transposed else A.blocks
     if transposed:
@@ -217,7 +217,7 @@ def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, transposed: bool):
 def matmat(A: GeneralizedMonarch, X: object):
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
-    kernel = _torch_kernel_blocks(A, X, transposed=False)
+    kernel = _torch_kernel_blocks(A, X, backend, transposed=False)
     if kernel is not None:
         from structlin.operators._monarch_torch import rows_times_monarch_t
 
@@ -236,7 +236,7 @@ def rmatmat(X: object, A: GeneralizedMonarch):
     backend = backend_of(X)
     rows = X.shape[0]
     X = backend.pad_to(X, 1, _out_size(A.blocks))
-    kernel = _torch_kernel_blocks(A, X, transposed=True)
+    kernel = _torch_kernel_blocks(A, X, backend, transposed=True)
     if kernel is not None:  # X M^T for a default-layout M: the layers' hot path
         from structlin.operators._monarch_torch import rows_times_monarch_t
 
