@@ -56,6 +56,14 @@ class _RowsTimesMonarchT(torch.autograd.Function):
     @staticmethod
     def backward(ctx, G: torch.Tensor | None, GY_direct: torch.Tensor | None):
         X, blkdiag1, blkdiag2, Y = ctx.saved_tensors
+        # Under autocast the forward matmuls ran in a lower precision than the saved
+        # inputs; the backward runs outside autocast, so it casts to that precision itself.
+        X, blkdiag1, blkdiag2 = (
+            t if t.dtype == Y.dtype else t.to(Y.dtype) for t in (X, blkdiag1, blkdiag2)
+        )
+        G, GY_direct = (
+            t if t is None or t.dtype == Y.dtype else t.to(Y.dtype) for t in (G, GY_direct)
+        )
         n = X.shape[0]
         k, q, p = blkdiag1.shape
         l, s, r = blkdiag2.shape

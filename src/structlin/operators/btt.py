@@ -247,9 +247,32 @@ def _apply_transposed(cores: tuple[Array, ...], X: Array, backend: Backend) -> A
 
 @dispatch
 def matmat(A: BTT, X: object):
+    if not A.transposed and _is_torch_monarch(A, X):  # W X = (X^T W^T)^T
+        return _monarch_rows(X.t(), A).t()
     if A.transposed:
         return _apply_transposed(A.cores, X, A.backend)
     return _apply(A.cores, X, A.backend)
+
+
+@dispatch
+def rmatmat(X: object, A: BTT):
+    if A.transposed and _is_torch_monarch(A, X):  # X W^T: the layers' hot path
+        return _monarch_rows(X, A)
+    backend = A.backend
+    return backend.swap_last(matmat(_wrap(A.cores, not A.transposed), backend.swap_last(X)))
+
+
+def _is_torch_monarch(A: BTT, X: Array) -> bool:
+    """Whether PyTorch's Monarch kernel applies: two real cores, i.e. the Monarch of the docstring."""
+    return len(A.cores) == 2 and A.backend.name == "torch" and not X.dtype.is_complex
+
+
+def _monarch_rows(X: Array, A: BTT) -> Array:
+    """`X W^T` for the two-core `W = BTT(L, R) = Monarch(R[:, 0], L[0])`, by the Monarch kernel."""
+    from structlin.operators._monarch_torch import rows_times_monarch_t
+
+    L, R = A.cores
+    return rows_times_monarch_t(X, R[:, 0], L[0])
 
 
 @dispatch
