@@ -221,6 +221,7 @@ SHAPES = [
     ((2, 8, 8), (2, 8, 8)),  # square, 2 blocks: rank 4 per block pair
     ((3, 4, 5), (6, 2, 2)),  # rectangular, q not a multiple of l
     ((2, 6, 3), (3, 5, 4)),  # rectangular, uneven ranks per pair
+    ((1, 4, 2), (1, 2, 4)),  # rank bound 4 above the 2 x 2 block's 2 triplets: zero ones
 ]
 
 

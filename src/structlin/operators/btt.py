@@ -358,14 +358,16 @@ def project(W: object, structure: type[BTT], *, ms: Sequence[int], ns: Sequence[
         B = backend.reshape(T, (rows, m, right, left, n * r1))
         B = backend.permute_dims(B, (3, 1, 2, 0, 4))
         U, S, Vh = backend.svd(B)
+        # Truncate before scaling: the discarded triplets (often nearly all) are never touched.
+        U, S, Vh = U[..., :r0], S[..., :r0], Vh[..., :r0, :]
         if t == 1:
             root = S**0.5
             U = U * root[..., None, :]
             Vh = root[..., :, None] * Vh
         else:
             U = U * S[..., None, :]
-        U = backend.pad_to(U[..., :r0], -1, r0)  # [J_<t, i_t, I_>t, I_<t, a_{t-1}]
-        Vh = backend.pad_to(Vh[..., :r0, :], -2, r0)  # [J_<t, i_t, I_>t, a_{t-1}, (j_t, a_t)]
+        U = backend.pad_to(U, -1, r0)  # [J_<t, i_t, I_>t, I_<t, a_{t-1}]
+        Vh = backend.pad_to(Vh, -2, r0)  # [J_<t, i_t, I_>t, a_{t-1}, (j_t, a_t)]
         G = backend.permute_dims(Vh, (0, 2, 3, 1, 4))
         cores[t] = backend.reshape(G, (left, right, r0 * m, n * r1))
         # The left factor, [I_<t, (i_t, I_>t), J_<t, a_{t-1}]: T for core t - 1.

@@ -540,9 +540,10 @@ def project(
     docstring, `||W - M||_F^2` splits into independent terms, one per `(s, p)`
     block `(ll, kk)` of `W`, each a best-rank-`#{t}` problem over disjoint
     parameters; one batched SVD of the `k l` blocks solves them all (Eckart-Young),
-    `O(k l s p min(s, p))`. The singular vectors are scattered into the factors with
-    index arrays computed from the sizes. Padded rows and columns are zero in `W`'s
-    padding, which keeps the solution optimal for the unpadded `W`.
+    `O(k l s p min(s, p))`. The leading singular vectors each pair needs are
+    gathered into the factors with index arrays computed from the sizes. Padded
+    rows and columns are zero in `W`'s padding, which keeps the solution optimal
+    for the unpadded `W`.
     """
     d_out, d_in = W.shape
     if (nblocks is None) == (blocks is None):
@@ -562,34 +563,31 @@ def project(
             "d_in <= k * p and d_out <= l * s"
         )
     backend = backend_of(W)
-    device = backend.device(W)
-    dtype = W.dtype
     # Pad to (l s, k p) and view as a (k, l) batch of (s, p) blocks: W4[kk, ll, ss, pp].
     Wp = backend.pad_to(backend.pad_to(W, 0, l * s), 1, k * p)
     W4 = backend.permute_dims(backend.reshape(Wp, (s, l, k, p)), (2, 1, 0, 3))
     U, S, Vh = backend.svd(W4)
-    m = S.shape[-1]
-    root = backend.astype(S**0.5, dtype)
-    Vs = backend.reshape(root[..., :, None] * Vh, (k * l * m, p))
-    Us = backend.reshape(backend.permute_dims(U * root[..., None, :], (0, 1, 3, 2)), (k * l * m, s))
-    index = backend.asarray(_scatter_index(k, q, l, m), device=device)
-    zero_p = backend.zeros((1, p), dtype, device)
-    zero_s = backend.zeros((1, s), dtype, device)
-    blkdiag1 = backend.reshape(
-        backend.take(backend.concatenate([Vs, zero_p], 0), index, 0), (k, q, p)
-    )
-    taken = backend.take(backend.concatenate([Us, zero_s], 0), index, 0)  # rows t = rr l + ll
+    *index, c = _scatter_index(k, q, l)
+    kk, ll, slot = (backend.asarray(i, device=backend.device(W)) for i in index)
+    # A pair can take more triplets (c) than its block has (min(s, p)): zero ones.
+    U, S, Vh = backend.pad_to(U, 3, c), backend.pad_to(S, 2, c), backend.pad_to(Vh, 2, c)
+    # Gather each t's triplet straight into the factors' layout: work the size of the
+    # factors, not of the SVD (a pair uses one of its min(s, p) triplets when l = q).
+    # The SVD's outputs keep W4's strides, so merging their (k, l) axes would copy them.
+    root = backend.astype(S[kk, ll, slot] ** 0.5, W.dtype)[:, None]
+    blkdiag1 = backend.reshape(Vh[kk, ll, slot] * root, (k, q, p))
+    taken = U[kk, ll, :, slot] * root  # rows t = rr l + ll
     blkdiag2 = backend.permute_dims(backend.reshape(taken, (k * q // l, l, s)), (1, 2, 0))
     return Monarch(blkdiag1, blkdiag2, shape=(d_out, d_in))
 
 
 @lru_cache(maxsize=64)
-def _scatter_index(k: int, q: int, l: int, m: int) -> np.ndarray:
-    """For each intermediate index `t`, the row of the flattened `(k, l, m)` singular triplets it takes.
+def _scatter_index(k: int, q: int, l: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """For each intermediate index `t`: its block pair `(kk, ll)` and triplet slot; and the most slots.
 
     `t` couples input block `kk = t // q` to output block `ll = t % l`; the `a`-th
-    such `t` of a pair takes its `a`-th singular triplet, or the zero row `k l m`
-    once `a >= m = min(s, p)`.
+    such `t` of a pair takes the pair's `a`-th singular triplet (slot `a`). The
+    most slots of any pair bounds the pairs' ranks.
     """
     t = np.arange(k * q)
     pair = (t // q) * l + t % l
@@ -597,7 +595,7 @@ def _scatter_index(k: int, q: int, l: int, m: int) -> np.ndarray:
     starts = np.searchsorted(pair[order], pair[order])
     slot = np.empty_like(t)
     slot[order] = np.arange(len(t)) - starts
-    return np.where(slot < m, pair * m + slot, k * l * m)
+    return t // q, t % l, slot, int(slot.max()) + 1
 
 
 @dispatch
