@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+SLOW_S = 1.0  # calls at least this long are warmed up once, not twice
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -81,15 +83,16 @@ def compare(
     """Median seconds per call of each contender, timed in rotating turns.
 
     Returns `{name: (median, spread, ratio to baseline)}`. Each contender runs
-    twice untimed first (caches, plum resolution, allocator); a sample repeats a
-    call until `settings.min_sample_s` has passed so microsecond calls are timed
-    over many repetitions.
+    twice untimed first (caches, plum resolution, allocator), once if that call
+    took `SLOW_S` or more; a sample repeats a call until `settings.min_sample_s`
+    has passed so microsecond calls are timed over many repetitions.
     """
     sync = synchronizer(settings.device)
     numbers = {}
     for name, fn in contenders.items():
-        fn()
         once = _sample(fn, 1, sync)
+        if once < SLOW_S:  # a slow call gains nothing from warming up: spare the second
+            once = _sample(fn, 1, sync)
         numbers[name] = max(1, min(10_000, int(settings.min_sample_s / max(once, 1e-9))))
     names = list(contenders)
     samples: dict[str, list[float]] = {name: [] for name in names}
