@@ -1,0 +1,53 @@
+"""The benchmark runner in quick mode: every benchmark runs and writes its reports (timings not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+
+def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (json_path,) = tmp_path.glob("*.json")
+    results = json.loads(json_path.read_text())
+    assert results["machine"]["quick"] is True
+    benchmarks = {r["benchmark"] for r in results["records"]}
+    expected = {"matmat", "algebra", "projection", "dispatch", "layers"}
+    try:
+        import cola  # noqa: F401
+
+        expected.add("cola_monarch")
+    except ImportError:
+        pass
+    assert expected <= benchmarks
+    for record in results["records"]:
+        assert record["median_s"] > 0
+        assert record["ratio"] is None or record["ratio"] > 0
+    markdown = json_path.with_suffix(".md").read_text()
+    assert all(f"## {name}" in markdown for name in expected)
+    plots = {p.name.split("-")[-1] for p in tmp_path.glob("*.png")}
+    assert {"matmat.png", "algebra.png", "layers.png"} <= plots
+
+
+def test_only_replaces_just_that_benchmark(tmp_path: Path) -> None:
+    run = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)]
+    subprocess.run([*run, "--only", "algebra"], check=True, capture_output=True, timeout=300)
+    subprocess.run([*run, "--only", "layers"], check=True, capture_output=True, timeout=300)
+    (json_path,) = tmp_path.glob("*.json")
+    benchmarks = {r["benchmark"] for r in json.loads(json_path.read_text())["records"]}
+    assert benchmarks == {"algebra", "layers"}
