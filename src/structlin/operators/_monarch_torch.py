@@ -12,8 +12,9 @@ reshape, so the second factor reads it through a strided view (a legal
 leading dimension for BLAS) and nothing is copied between the factors. The
 only transposing copies left are the ones a row-major output and gradient
 cannot avoid (the output permutation `P_out` puts the block index innermost):
-one in the forward pass, one for the incoming gradient, plus two cheap
-block-order copies for the input gradient.
+one in the forward pass and one for the incoming gradient, plus a cheap
+block-order copy for the input gradient (and one more on the way back through
+`P_mid` when its sizes do not line up with the first factor's blocks).
 
 PyTorch's CPU `bmm` takes its batched BLAS path only for a contiguous result and
 operands whose matrices have a unit stride, so every result below is a fresh
@@ -32,8 +33,8 @@ class _RowsTimesMonarchT(torch.autograd.Function):
     """`Y = X M^T` for `M = P_out B_2 P_mid B_1` in the default Monarch layout.
 
     Shapes: `X (n, k p)`, `blkdiag1 (k, q, p)`, `blkdiag2 (l, s, r)` with
-    `l r = k q`; `Y (n, s l)`. The intermediate `Z = B_1`-applied columns
-    `(k, q, n)` is saved for the backward pass instead of the input's copy.
+    `l r = k q`; the result is `(n, s l)`. The backward pass keeps `X` itself (no
+    copy) and the intermediate `Y = B_1 X^T` in column layout, `(k, q, n)`.
     """
 
     @staticmethod
