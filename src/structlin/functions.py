@@ -12,7 +12,16 @@ import math
 from typing import Any
 
 from structlin import _checks, rules
-from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend, is_array
+from structlin.backends import (
+    _BY_TYPE,
+    Array,
+    Backend,
+    Device,
+    DType,
+    backend_of,
+    get_backend,
+    is_array,
+)
 from structlin.operator import LinearOperator
 from structlin.operators._convert import unify
 from structlin.operators.scalar_mul import is_scalar
@@ -33,6 +42,62 @@ __all__ = [
     "trace",
     "transpose",
 ]
+
+
+# `A @ x` and `x @ A` first try the common case: an array of the operator's backend,
+# dtype and device, which needs no conversion and no check but of its size. The two
+# functions below recognise it in a few attribute reads, where the full checks of
+# `_operand` cost as much as a small matmul, and call the rule without the cost of
+# calling a `Rule` object; they return `None` for any other operand, which is then for
+# `matmat` or `rmatmat` to check, convert or refuse. They are written out in full on
+# purpose: each function call on this path costs a measurable share of the product of
+# a 64 x 64 operator.
+
+
+def _plain_matmat(A: LinearOperator, X: Any) -> Array | None:
+    """`A @ X` for a plain `X` with `X.shape[0] == n`, else `None`."""
+    plain = A._plain_operand
+    if plain is None:
+        return None
+    backend, dtype, device, _, n, matmul_like = plain
+    # The registry of `backend_of`: an array type it has not met yet takes the full checks
+    # once, which register it.
+    if _BY_TYPE.get(type(X)) is not backend or X.dtype is not dtype:
+        return None
+    # `getattr`: a JAX tracer has no device (and passes the full checks).
+    if device is not None and getattr(X, "device", None) != device:
+        return None
+    shape = X.shape
+    ndim = len(shape)
+    if not ndim or shape[0] != n:
+        return None
+    if ndim != 2 and not (ndim == 1 and matmul_like):
+        return _shaped_matmat(A, X)
+    impl = rules.matmat.cache.get((type(A), type(X)))
+    if impl is None:
+        impl = rules.matmat.resolve(type(A), type(X))
+    return impl(A, X)
+
+
+def _plain_rmatmat(X: Any, A: LinearOperator) -> Array | None:
+    """`X @ A` for a plain `X` with `X.shape[-1] == m`, else `None`."""
+    plain = A._plain_operand
+    if plain is None:
+        return None
+    backend, dtype, device, m, _, matmul_like = plain
+    if _BY_TYPE.get(type(X)) is not backend or X.dtype is not dtype:
+        return None
+    if device is not None and getattr(X, "device", None) != device:
+        return None
+    shape = X.shape
+    if not shape or shape[-1] != m:
+        return None
+    if not matmul_like and len(shape) != 2:
+        return _shaped_rmatmat(X, A)
+    impl = rules.rmatmat.cache.get((type(X), type(A)))
+    if impl is None:
+        impl = rules.rmatmat.resolve(type(X), type(A))
+    return impl(X, A)
 
 
 def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, LinearOperator]:
@@ -87,9 +152,17 @@ def matmat(A: LinearOperator, X: Array) -> Array:
         ValueError: `X.shape[0] != A.shape[1]`, `X` has more than 2 dimensions, or
             lives on another device.
     """
+    Y = _plain_matmat(A, X)
+    if Y is not None:
+        return Y
     X, A = _operand(A, X, "A @ x", 0)
+    return _shaped_matmat(A, X)
+
+
+def _shaped_matmat(A: LinearOperator, X: Array) -> Array:
+    """`A @ X` for a checked `X`: a matrix, or a vector made one for rules that need it."""
     ndim = len(X.shape)
-    if ndim == 2:
+    if ndim == 2 or (ndim == 1 and A._matmul_like):
         return rules.matmat(A, X)
     if ndim == 1:
         backend = backend_of(X)
@@ -108,11 +181,19 @@ def rmatmat(X: Array, A: LinearOperator) -> Array:
     Raises:
         TypeError, ValueError: as for [`matmat`][structlin.matmat], with `X.shape[-1] != A.shape[0]`.
     """
+    Y = _plain_rmatmat(X, A)
+    if Y is not None:
+        return Y
     X, A = _operand(A, X, "x @ A", -1)
+    return _shaped_rmatmat(X, A)
+
+
+def _shaped_rmatmat(X: Array, A: LinearOperator) -> Array:
+    """`X @ A` for checked rows `X`, made one matrix of rows for rules that need it."""
+    if len(X.shape) == 2 or A._matmul_like:
+        return rules.rmatmat(X, A)
     backend = backend_of(X)
     lead = tuple(X.shape[:-1])
-    if len(lead) == 1:
-        return rules.rmatmat(X, A)
     Y = rules.rmatmat(backend.reshape(X, (math.prod(lead), A.shape[0])), A)
     return backend.reshape(Y, (*lead, A.shape[1]))
 

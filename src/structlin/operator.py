@@ -14,6 +14,7 @@ flattening, JAX registration, `.to(...)` and parameter extraction for layers.
 from __future__ import annotations
 
 import abc
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -70,6 +71,12 @@ class LinearOperator(abc.ABC):
 
     _children: ClassVar[tuple[str, ...]] = ()
     _static: ClassVar[tuple[str, ...]] = ()
+    # Whether this class's `matmat` rule also takes a vector `(n,)` and its `rmatmat` rule
+    # rows of any batch shape `(..., m)`, as the backend's `matmul` does. `A @ x` then
+    # hands such operands over as they are: for a small operator the two reshapes around
+    # the rule cost as much as the product. A subclass that registers rules of its own
+    # for 2-D operands only must set it back to `False`.
+    _matmul_like: ClassVar[bool] = False
 
     # Tell NumPy to leave `ndarray @ op` and `scalar * op` to our reflected methods.
     __array_ufunc__ = None
@@ -140,6 +147,23 @@ class LinearOperator(abc.ABC):
             return None
         return self.backend.result_type(*dtypes)
 
+    @cached_property
+    def _plain_operand(self) -> tuple[Backend, DType, Device, int, int, bool] | None:
+        """`(backend, dtype, device, m, n, matmul_like)`, what `A @ x` and `x @ A` need to
+        know to take an array of this backend, dtype and device without converting it.
+
+        `None` where there is no such array: for value-free operators, integer-valued
+        ones and dtypes not given as the backend's own (a name, another library's),
+        which all take the full checks.
+        """
+        backend, dtype = self.backend, self.dtype
+        if backend is None or dtype is None or backend.canonical_dtype(dtype) is not dtype:
+            return None
+        if not backend.is_floating(dtype):
+            return None
+        m, n = self.shape
+        return backend, dtype, self.device, m, n, self._matmul_like
+
     @property
     def is_square(self) -> bool:
         return self.shape[0] == self.shape[1]
@@ -174,15 +198,40 @@ class LinearOperator(abc.ABC):
         """`A^{-1}` (see [`inv`][structlin.inv])."""
         return _fns.inv(self)
 
+    # The common case first: an array that needs no conversion (a few attribute reads,
+    # where the isinstance check against this ABC alone costs about as much).
     def __matmul__(self, other: Any) -> Any:
+        Y = _fns._plain_matmat(self, other)
+        if Y is not None:
+            return Y
         if isinstance(other, LinearOperator):
             return _fns.compose(self, other)
         return _fns.matmat(self, other)
 
     def __rmatmul__(self, other: Any) -> Any:
+        Y = _fns._plain_rmatmat(other, self)
+        if Y is not None:
+            return Y
         if isinstance(other, LinearOperator):
             return NotImplemented
         return _fns.rmatmat(other, self)
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        # PyTorch offers `tensor @ op` to Tensor.__matmul__ first, which fails on the operator
+        # and only then lets Python call `op.__rmatmul__`; formatting that failure costs more
+        # than a small matmul. PyTorch asks this hook before failing, so `tensor @ op` is
+        # answered here. Not while Dynamo traces: it passes `op @ tensor` here too, as
+        # Tensor.matmul(tensor, op), so it must fall back to running the code eagerly.
+        # Every other PyTorch function still refuses operators.
+        tensor_matmul, dynamo_compiling = _TORCH or _torch()
+        if func is tensor_matmul and not kwargs and not dynamo_compiling():
+            X, A = args
+            Y = _fns._plain_rmatmat(X, A)
+            return Y if Y is not None else _fns.rmatmat(X, A)
+        return NotImplemented
 
     def __add__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
@@ -222,6 +271,21 @@ class LinearOperator(abc.ABC):
         backend = self.backend.name if self.backend is not None else "any"
         m, n = self.shape
         return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
+
+
+# `(torch.Tensor.matmul, torch.compiler.is_dynamo_compiling)` for `__torch_function__`,
+# looked up once, on its first call (PyTorch is imported only where it is used).
+_TORCH: tuple[Any, Callable[[], bool]] | None = None
+
+
+def _torch() -> tuple[Any, Callable[[], bool]]:
+    global _TORCH
+    torch = sys.modules["torch"]
+    dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", None)
+    if dynamo_compiling is None:  # PyTorch < 2.3
+        dynamo_compiling = torch._dynamo.is_compiling
+    _TORCH = (torch.Tensor.matmul, dynamo_compiling)
+    return _TORCH
 
 
 def _not_a_scalar(c: Any, op: str) -> Any:

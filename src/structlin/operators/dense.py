@@ -31,6 +31,7 @@ class Dense(LinearOperator):
     """
 
     _children = ("array",)
+    _matmul_like = True  # its rules are one backend matmul
 
     array: Array
 
