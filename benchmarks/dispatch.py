@@ -10,11 +10,13 @@ dispatch of every operation already costs tens of microseconds: reported, not a
 target. Informative, without a target: a Monarch with 8 blocks of 8 x 8 against
 the same two batched matmuls and permutations written by hand (on PyTorch
 structlin runs its autograd kernel, whose `Function.apply` has a cost of its
-own), and a `Diagonal` against the broadcast multiply.
+own), and a `Diagonal` against the broadcast multiply. PyTorch runs on one CPU
+thread here: products this small gain nothing from more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,7 +51,7 @@ def _convert(backend: str, device: str) -> Callable[[np.ndarray], Array]:
 
 
 def _backends(device: str) -> list[str]:
-    """NumPy and PyTorch; JAX where it is installed. On a GPU only PyTorch runs there."""
+    """NumPy, PyTorch (on `device`) and, when `device` is the CPU, JAX where it is installed."""
     names = ["numpy", "torch"]
     if importlib.util.find_spec("jax") is not None and not device.startswith("cuda"):
         names.append("jax")
@@ -159,7 +161,27 @@ def _cases(settings: harness.Settings) -> Iterator[tuple[str, str, str, int]]:
                         yield backend, operator, side, index
 
 
+@contextlib.contextmanager
+def _one_torch_thread(device: str) -> Iterator[None]:
+    """PyTorch on one CPU thread for the duration: on a busy machine, worker threads that
+    wait for each other add more noise to a microsecond product than they save."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(settings: harness.Settings) -> list[harness.Record]:
+    with _one_torch_thread(settings.device):
+        return _run(settings)
+
+
+def _run(settings: harness.Settings) -> list[harness.Record]:
     rows: list[harness.Record] = []
     built: dict[str, dict[str, tuple[Array, sl.LinearOperator]]] = {}
     for backend, operator, side, index in _cases(settings):

@@ -211,17 +211,20 @@ def markdown(info: dict[str, Any], rows: Sequence[Record], descriptions: dict[st
         mine = [r for r in rows if r.benchmark == benchmark]
         extra_keys = list(dict.fromkeys(k for r in mine for k in r.extra))
         lines += ["", f"## {benchmark}", "", descriptions.get(benchmark, ""), ""]
-        lines.append("| case | contender | time | ratio | " + " | ".join(extra_keys) + " |")
-        lines.append("|---|---|---|---|" + "---|" * len(extra_keys))
+        header = ["case", "contender", "time", "ratio", *extra_keys]
+        lines.append(_row(header))
+        lines.append(_row(["---"] * len(header)))
         for r in mine:
             ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
             extras = [_fmt_extra(r.extra.get(k)) for k in extra_keys]
             lines.append(
-                f"| {_fmt_case(r.case)} | {r.contender} | {_fmt_time(r.median_s)} | {ratio} | "
-                + " | ".join(extras)
-                + " |"
+                _row([_fmt_case(r.case), r.contender, _fmt_time(r.median_s), ratio, *extras])
             )
     return "\n".join(lines) + "\n"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt_extra(value: Any) -> str:

@@ -40,6 +40,12 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path) -> None:
         assert record["ratio"] is None or record["ratio"] > 0
     markdown = json_path.with_suffix(".md").read_text()
     assert all(f"## {name}" in markdown for name in expected)
+    # every row of every table has as many cells as its header (a table renders)
+    blocks = (t.strip() for t in markdown.split("\n\n"))
+    tables = [t.splitlines() for t in blocks if t.startswith("| case")]
+    assert len(tables) == len(benchmarks)
+    for table in tables:
+        assert {row.count(" | ") for row in table} == {table[0].count(" | ")}, table[:3]
     plots = {p.name.split("-")[-1] for p in tmp_path.glob("*.png")}
     assert {"matmat.png", "algebra.png", "layers.png"} <= plots
 
