@@ -38,27 +38,42 @@ def block_shapes(draw):
 
 
 def counting_kernel(monkeypatch) -> list[int]:
+    """Count the calls of the two entry points the operators' rules take."""
     calls = [0]
-    apply = _monarch_torch._RowsTimesMonarchT.apply
+    for name in ("rows_times_monarch_t", "monarch_times_cols"):
+        function = getattr(_monarch_torch, name)
 
-    def counted(*args):
-        calls[0] += 1
-        return apply(*args)
+        def counted(*args, function=function):
+            calls[0] += 1
+            return function(*args)
 
-    monkeypatch.setattr(_monarch_torch._RowsTimesMonarchT, "apply", counted)
+        monkeypatch.setattr(_monarch_torch, name, counted)
     return calls
 
 
+# Every way to `X M^T`: the autograd kernel and the few-rows path whatever the number of rows,
+# the entry point (which picks one by the number of rows) and the columns product `M X^T`.
+PATHS = {
+    "kernel": lambda x, w1, w2: _monarch_torch._RowsTimesMonarchT.apply(x, w1, w2)[0],
+    "few rows": _monarch_torch._few_rows_times_monarch_t,
+    "entry": _monarch_torch.rows_times_monarch_t,
+    "columns": lambda x, w1, w2: _monarch_torch.monarch_times_cols(x.t(), w1, w2).t(),
+}
+# Both sides of the switch between the few-rows path and the kernel.
+ROWS = st.sampled_from([1, 2, 5, _monarch_torch.SMALL - 1, _monarch_torch.SMALL, 40])
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@settings(max_examples=25)
-@given(shapes=block_shapes(), rows=st.integers(1, 6), seed=st.integers(0, 2**16))
-def test_values_and_gradients_match_the_original_multiply(dtype, shapes, rows, seed) -> None:
+@settings(max_examples=15, deadline=None)
+@given(shapes=block_shapes(), rows=ROWS, seed=st.integers(0, 2**16))
+def test_values_and_gradients_match_the_original_multiply(path, dtype, shapes, rows, seed) -> None:
     gen = torch.Generator().manual_seed(seed)
     (k, q, p), (l, s, r) = shapes
     w1 = torch.randn(k, q, p, generator=gen, dtype=dtype, requires_grad=True)
     w2 = torch.randn(l, s, r, generator=gen, dtype=dtype, requires_grad=True)
     x = torch.randn(rows, k * p, generator=gen, dtype=dtype, requires_grad=True)
-    y = _monarch_torch.rows_times_monarch_t(x, w1, w2)
+    y = PATHS[path](x, w1, w2)
     expected = original(x, w1, w2)
     torch.testing.assert_close(y, expected, rtol=TOL[dtype], atol=TOL[dtype])
     g = torch.randn(y.shape, generator=gen, dtype=dtype)
@@ -72,10 +87,12 @@ def test_operator_products_use_the_kernel(monkeypatch) -> None:
     calls = counting_kernel(monkeypatch)
     M = sl.Monarch.random(10, 13, 4, rng=0, backend="torch", dtype=torch.float64)  # padded
     dense = torch.as_tensor(sl.Monarch.random(10, 13, 4, rng=0).to_dense())
-    x = torch.randn(5, 10, dtype=torch.float64)
-    torch.testing.assert_close(x @ M.T, x @ dense.T)  # rows times M^T: the layers' path
-    torch.testing.assert_close(M @ x.T, dense @ x.T)  # columns: M X = (X^T M^T)^T
-    assert calls[0] == 2
+    for rows in (1, 5, 20):
+        x = torch.randn(rows, 10, dtype=torch.float64)
+        torch.testing.assert_close(x @ M.T, x @ dense.T)  # rows times M^T: the layers' path
+        torch.testing.assert_close(M @ x.T, dense @ x.T)  # columns
+    torch.testing.assert_close(M @ x[0], dense @ x[0])  # a vector
+    assert calls[0] == 7
 
 
 def test_other_layouts_and_complex_take_the_generic_path(monkeypatch) -> None:
@@ -97,41 +114,45 @@ def test_only_the_needed_gradients_are_computed() -> None:
     torch.testing.assert_close(grad, torch.autograd.grad(original(x, w1, w2).sum(), (w1,))[0])
 
 
-def test_first_and_second_derivatives_by_finite_differences() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_first_and_second_derivatives_by_finite_differences(path) -> None:
     gen = torch.Generator().manual_seed(0)
     args = [
         torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
         for shape in [(3, 6), (2, 3, 3), (3, 2, 2)]
     ]
-    assert torch.autograd.gradcheck(_monarch_torch.rows_times_monarch_t, args)
-    assert torch.autograd.gradgradcheck(_monarch_torch.rows_times_monarch_t, args)
+    assert torch.autograd.gradcheck(PATHS[path], args)
+    assert torch.autograd.gradgradcheck(PATHS[path], args)
 
 
-def test_non_contiguous_rows() -> None:
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rows", [3, 20])
+def test_non_contiguous_rows(path, rows) -> None:
     w1, w2 = torch.randn(3, 2, 4), torch.randn(2, 5, 3)
-    x = torch.randn(12, 7).t()  # (7, 12) with column-major strides
-    torch.testing.assert_close(_monarch_torch.rows_times_monarch_t(x, w1, w2), original(x, w1, w2))
+    x = torch.randn(12, rows).t()  # (rows, 12) with column-major strides
+    torch.testing.assert_close(PATHS[path](x, w1, w2), original(x, w1, w2))
 
 
 def test_two_core_btt_products_use_the_kernel(monkeypatch) -> None:
     calls = counting_kernel(monkeypatch)
     A = sl.BTT.random(ms=(3, 4), ns=(4, 2), ranks=2, rng=0, backend="torch", dtype=torch.float64)
     dense = A.to_dense()
-    x = torch.randn(5, 8, dtype=torch.float64)
+    x = torch.randn(20, 8, dtype=torch.float64)
     torch.testing.assert_close(x @ A.T, x @ dense.T)
     torch.testing.assert_close(A @ x.T, dense @ x.T)
-    z = torch.randn(5, 12, dtype=torch.float64)
+    z = torch.randn(20, 12, dtype=torch.float64)
     torch.testing.assert_close(z @ A, z @ dense)  # X W: the generic path
     assert calls[0] == 2
 
 
-def test_autocast_forward_and_backward() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_autocast_forward_and_backward(path) -> None:
     gen = torch.Generator().manual_seed(0)
     args = [
         torch.randn(s, generator=gen, requires_grad=True) for s in [(8, 16), (4, 4, 4), (4, 4, 4)]
     ]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = _monarch_torch.rows_times_monarch_t(*args)
+        y = PATHS[path](*args)
     assert y.dtype == torch.bfloat16
     low = torch.autograd.grad(y.float().square().sum(), args)
     full = torch.autograd.grad(original(*args).square().sum(), args)

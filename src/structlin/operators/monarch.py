@@ -219,9 +219,9 @@ def matmat(A: GeneralizedMonarch, X: object):
     X = backend.pad_to(X, 0, _in_size(A.blocks))
     kernel = _torch_kernel_blocks(A, X, backend, transposed=False)
     if kernel is not None:
-        from structlin.operators._monarch_torch import rows_times_monarch_t
+        from structlin.operators._monarch_torch import monarch_times_cols
 
-        Y = rows_times_monarch_t(X.t(), *kernel).t()
+        Y = monarch_times_cols(X, *kernel)
         return Y if Y.shape[0] == A.shape[0] else Y[: A.shape[0]]
     for perm, blocks in zip(A.perms, A.blocks, strict=False):
         X = _apply_blocks(blocks, _permute(X, perm, backend), backend)
