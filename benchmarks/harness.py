@@ -235,6 +235,10 @@ def _fmt_extra(value: Any) -> str:
     return str(value)
 
 
+# Contenders that are the reference a structlin line is read against, drawn dashed in plots.
+BASELINES = ("dense", "numpy", "direct", "cola")
+
+
 def plot(path: Path, rows: Sequence[Record], benchmark: str, x: str, series: Sequence[str]) -> None:
     """Time against `case[x]` on log-log axes, one line per contender and value of `series`."""
     import matplotlib
@@ -246,18 +250,39 @@ def plot(path: Path, rows: Sequence[Record], benchmark: str, x: str, series: Seq
     panels = sorted(
         {tuple((k, v) for k, v in r.case.items() if k not in (x, *series)) for r in mine}
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        lines: dict[str, list[tuple[Any, float]]] = {}
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    # One colour per value of `series` (per contender if there is one value), shared by the
+    # contenders, and the baselines dashed or dotted: each line reads against its own baseline.
+    keys = sorted({tuple(str(r.case.get(k)) for k in series) for r in mine})
+    contenders = list(dict.fromkeys(r.contender for r in mine))
+    baselines = [c for c in contenders if c in BASELINES]
+    for ax, panel in zip(axes.flat, panels, strict=False):  # more axes than panels
+        lines: dict[tuple[str, tuple[str, ...]], list[tuple[Any, float]]] = {}
         for r in mine:
             if tuple((k, v) for k, v in r.case.items() if k not in (x, *series)) != panel:
                 continue
-            label = " ".join([r.contender, *(f"{s}={r.case[s]}" for s in series if s in r.case)])
-            lines.setdefault(label, []).append((r.case[x], r.median_s))
-        for label, points in sorted(lines.items()):
+            key = tuple(str(r.case.get(k)) for k in series)
+            lines.setdefault((r.contender, key), []).append((r.case[x], r.median_s))
+        for (contender, key), points in sorted(lines.items()):
             points.sort()
-            style = "k--" if label.startswith(("dense", "numpy", "direct")) else "-o"
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label, ms=3)
+            colour = keys.index(key) if len(keys) > 1 else contenders.index(contender)
+            style = (
+                ("--", ":", "-.")[baselines.index(contender) % 3] if contender in baselines else "-"
+            )
+            label = " ".join([contender, *(f"{k}={v}" for k, v in zip(series, key, strict=True))])
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                style,
+                marker="o",
+                color=f"C{colour % 10}",
+                label=label,
+                ms=3,
+            )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(x)

@@ -29,9 +29,10 @@ def structures(d: int) -> dict[str, Callable[[], sl.LinearOperator]]:
     root = math.isqrt(d)
     kw = {"backend": "torch", "dtype": torch.float32, "rng": 0}
     out: dict[str, Callable[[], sl.LinearOperator]] = {}
-    for nb in dict.fromkeys((4, 16, root)):
+    # nblocks and rank sqrt(d) carry that name, so both sizes plot as one line
+    for nb, label in {4: "4", 16: "16", root: "√d"}.items():
         if nb <= root:
-            out[f"monarch nb={nb}"] = lambda nb=nb: sl.Monarch.random(d, d, nblocks=nb, **kw)
+            out[f"monarch nb={label}"] = lambda nb=nb: sl.Monarch.random(d, d, nblocks=nb, **kw)
     for rank in (1, 2, 4):
         out[f"btt r={rank}"] = lambda rank=rank: sl.BTT.random(
             (root, root), (root, root), rank, **kw
@@ -41,7 +42,7 @@ def structures(d: int) -> dict[str, Callable[[], sl.LinearOperator]]:
         torch.randn(root, root, generator=gen) / root**0.5,
         torch.randn(root, root, generator=gen) / root**0.5,
     )
-    out[f"lowrank r={root}"] = lambda: sl.LowRank(
+    out["lowrank r=√d"] = lambda: sl.LowRank(
         torch.randn(d, root, generator=gen) / d**0.5, torch.randn(root, d, generator=gen) / d**0.5
     )
     return out

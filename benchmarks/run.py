@@ -3,6 +3,7 @@
     python benchmarks/run.py                 # everything (about 20 minutes on a 2-core CPU)
     python benchmarks/run.py --quick         # every code path at toy sizes, under two minutes
     python benchmarks/run.py --only matmat --only projection
+    python benchmarks/run.py --replot        # rewrite the table and plots from the JSON alone
 
 Each benchmark is a module of this folder with `NAME`, `DESCRIPTION`, `PLOT`
 (the case key for the x axis and the keys that split lines, or `None`) and
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="run nothing: rewrite the Markdown table and the plots from this machine's JSON",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -49,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     info = harness.machine(device)
     info["quick"] = args.quick
     slug = harness.machine_slug(info)
+    json_path = out / f"{slug}.json"
+    if args.replot:
+        saved = json.loads(json_path.read_text())
+        write_reports(json_path, saved["machine"], [harness.Record(**r) for r in saved["records"]])
+        return 0
 
     names = args.only or list(BENCHMARKS)
     modules = {name: importlib.import_module(name) for name in names}
@@ -60,23 +71,29 @@ def main(argv: list[str] | None = None) -> int:
         rows += new
         print(f"   {len(new)} records in {time.perf_counter() - start:.1f} s", flush=True)
 
-    json_path = out / f"{slug}.json"
     if args.only and json_path.exists():  # keep the other benchmarks' records
         old = json.loads(json_path.read_text())["records"]
         kept = [harness.Record(**r) for r in old if r["benchmark"] not in names]
         rows = kept + rows
         rows.sort(key=lambda r: BENCHMARKS.index(r.benchmark) if r.benchmark in BENCHMARKS else 99)
     harness.write_json(json_path, info, rows)
+    write_reports(json_path, info, rows)
+    return 0
+
+
+def write_reports(json_path: Path, info: dict, rows: list[harness.Record]) -> None:
+    """The Markdown table beside `json_path`, and one plot per benchmark that has one."""
     present = {
         name: importlib.import_module(name) for name in dict.fromkeys(r.benchmark for r in rows)
     }
     descriptions = {name: module.DESCRIPTION for name, module in present.items()}
-    (out / f"{slug}.md").write_text(harness.markdown(info, rows, descriptions))
+    json_path.with_suffix(".md").write_text(harness.markdown(info, rows, descriptions))
     for name, module in present.items():
         if module.PLOT is not None:
-            harness.plot(out / f"{slug}-{name}.png", rows, name, *module.PLOT)
+            harness.plot(
+                json_path.with_name(f"{json_path.stem}-{name}.png"), rows, name, *module.PLOT
+            )
     print(f"results: {json_path}, {json_path.with_suffix('.md')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,9 +15,13 @@ pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
 
+def run_quick(out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)]
+
+
 def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        run_quick(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
@@ -49,9 +53,15 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     plots = {p.name.split("-")[-1] for p in tmp_path.glob("*.png")}
     assert {"matmat.png", "algebra.png", "layers.png"} <= plots
 
+    # --replot rewrites the same table from the JSON, running nothing
+    json_path.with_suffix(".md").unlink()
+    replot = [*run_quick(tmp_path), "--replot"]
+    subprocess.run(replot, check=True, capture_output=True, timeout=120)
+    assert json_path.with_suffix(".md").read_text() == markdown
+
 
 def test_only_replaces_just_that_benchmark(tmp_path: Path) -> None:
-    run = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)]
+    run = run_quick(tmp_path)
     subprocess.run([*run, "--only", "algebra"], check=True, capture_output=True, timeout=300)
     subprocess.run([*run, "--only", "layers"], check=True, capture_output=True, timeout=300)
     (json_path,) = tmp_path.glob("*.json")
