@@ -109,6 +109,9 @@ def to_cola(op: LinearOperator) -> Any:
     The arrays are shared, not copied. CoLA picks its array functions from the
     dtype; for NumPy operators the CoLA operators are made to use CoLA's NumPy
     functions (CoLA would otherwise pick JAX's for NumPy dtypes when JAX is installed).
+    Those cannot apply the transposes of CoLA's own `Kronecker`, `BlockDiag`,
+    `Permutation` and `ScalarMul` (`X @ C` raises CoLA's `NotImplementedError`);
+    PyTorch and JAX operators, and the wrapped structlin operators, have both products.
 
     Args:
         op: A structlin operator of any backend.
