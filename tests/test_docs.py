@@ -2,13 +2,16 @@
 
 Each Markdown page's Python blocks are executed in order in one namespace, as a
 reader would run them; blocks fenced as ```` ```python {.no-run} ```` hold code that
-cannot run here (a GPU device) and are skipped.
+cannot run here (a GPU device) and are skipped, and blocks fenced as
+```` ```python {.needs-cola} ```` run only where that module (here `cola`) is installed,
+as in CI's second environment.
 """
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
 import os
 import pathlib
 import pkgutil
@@ -23,7 +26,16 @@ import structlin
 
 ROOT = pathlib.Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-SNIPPET = re.compile(r"```python\n(.*?)```", flags=re.DOTALL)
+# A Python block and its attributes: ```python {.no-run} or ```python {.needs-cola}.
+SNIPPET = re.compile(r"```python(?: \{([^}\n]*)\})?\n(.*?)```", flags=re.DOTALL)
+
+
+def runnable(attributes: str) -> bool:
+    """Whether a block with these attributes runs here."""
+    if ".no-run" in attributes.split():
+        return False
+    needs = re.findall(r"\.needs-([\w]+)", attributes)
+    return all(importlib.util.find_spec(module) is not None for module in needs)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -31,8 +43,16 @@ def test_page_snippets_run(page: pathlib.Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("jax")
     namespace: dict = {"__name__": f"docs_{page.stem}"}
-    for index, snippet in enumerate(SNIPPET.findall(page.read_text())):
-        exec(compile(snippet, f"{page.name} snippet {index}", "exec"), namespace)
+    for index, (attributes, snippet) in enumerate(SNIPPET.findall(page.read_text())):
+        if runnable(attributes):
+            exec(compile(snippet, f"{page.name} snippet {index}", "exec"), namespace)
+
+
+def test_block_attributes_choose_what_runs() -> None:
+    blocks = "```python\na\n```\n```python {.no-run}\nb\n```\n```python {.needs-os}\nc\n```\n"
+    blocks += "```python {.needs-no_such_module_here}\nd\n```\n"
+    found = [(runnable(attributes), code.strip()) for attributes, code in SNIPPET.findall(blocks)]
+    assert found == [(True, "a"), (False, "b"), (True, "c"), (False, "d")]
 
 
 def modules() -> list[str]:

@@ -27,6 +27,7 @@ from structlin.functions import (
     trace,
     transpose,
 )
+from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
 from structlin.operators.btt import BTT
@@ -72,6 +73,7 @@ __all__ = [
     "backends",
     "dft",
     "diag",
+    "from_cola",
     "hadamard",
     "inv",
     "logdet",
@@ -84,7 +86,9 @@ __all__ = [
     "slogdet",
     "solve",
     "to",
+    "to_cola",
     "to_dense",
+    "to_scipy",
     "trace",
     "transpose",
 ]

@@ -364,3 +364,139 @@ def test_cuda_matches_cpu():
         assert gpu(x.cuda()).dtype == torch.bfloat16
     layer = snn.Linear(64, 32, "btt", device="cuda")
     assert all(p.is_cuda for p in layer.parameters())
+
+
+# -- checkpoints of the original Monarch code ----------------------------------------------------
+def original_block_shapes(in_features: int, out_features: int, nblocks: int):
+    """`blkdiag1`, `blkdiag2` shapes of the original `MonarchLinear(in_features, out_features, nblocks)`.
+
+    Written from its published layout: block sizes `ceil(d / nblocks)`; the smaller padded
+    side sets the middle size.
+    """
+    in_blk, out_blk = -(-in_features // nblocks), -(-out_features // nblocks)
+    if in_blk * nblocks < out_blk * nblocks:
+        return (nblocks, in_blk, in_blk), (nblocks, out_blk, in_blk)
+    return (nblocks, out_blk, in_blk), (nblocks, out_blk, out_blk)
+
+
+def original_monarch_forward(x, blkdiag1, blkdiag2, bias, out_features):
+    """The original `MonarchLinear` forward pass, written from its published layout.
+
+    Pad the input to `k p`; the dense block-diagonal of `blkdiag1`; the intermediate
+    `(r l) -> (l r)`; the dense block-diagonal of `blkdiag2`; the output `(l s) -> (s l)`;
+    keep the first `out_features`; add the bias.
+    """
+    k, _, p = blkdiag1.shape
+    nb2, s, r = blkdiag2.shape  # (l, s, r)
+    x = torch.nn.functional.pad(x, (0, k * p - x.shape[-1]))
+    out1 = x @ torch.block_diag(*blkdiag1.unbind(0)).T
+    out1 = out1.reshape(-1, r, nb2).transpose(1, 2).reshape(-1, nb2 * r)
+    out2 = out1 @ torch.block_diag(*blkdiag2.unbind(0)).T
+    out2 = out2.reshape(-1, nb2, s).transpose(1, 2).reshape(-1, s * nb2)
+    y = out2[:, :out_features]
+    return y if bias is None else y + bias
+
+
+MONARCH_SIZES = [(16, 16, 4), (10, 13, 4), (20, 6, 2), (7, 7, 3), (5, 17, 2), (64, 24, 8)]
+
+
+def _checkpoint(in_features, out_features, nblocks, dtype, seed=0, bias=True):
+    generator = torch.Generator().manual_seed(seed)
+    shape1, shape2 = original_block_shapes(in_features, out_features, nblocks)
+    state = {
+        "blkdiag1": torch.randn(shape1, generator=generator, dtype=dtype),
+        "blkdiag2": torch.randn(shape2, generator=generator, dtype=dtype),
+    }
+    if bias:
+        state["bias"] = torch.randn(out_features, generator=generator, dtype=dtype)
+    return state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("in_features", "out_features", "nblocks"), MONARCH_SIZES)
+def test_monarch_checkpoint_gives_the_original_outputs_and_gradients(
+    in_features, out_features, nblocks, dtype
+):
+    state = _checkpoint(in_features, out_features, nblocks, dtype)
+    layer = snn.Linear.from_monarch_state_dict(state, in_features, out_features)
+    assert (layer.in_features, layer.out_features, layer.structure) == (
+        in_features,
+        out_features,
+        "monarch",
+    )
+    assert {n: p.dtype for n, p in layer.named_parameters()} == dict.fromkeys(
+        ("blocks_0", "blocks_1", "bias"), dtype
+    )
+    x = torch.randn(6, in_features, dtype=dtype, requires_grad=True)
+    g = torch.randn(6, out_features, dtype=dtype)
+    reference = {name: t.clone().requires_grad_() for name, t in state.items()}
+    x_ref = x.detach().clone().requires_grad_()
+    expected = original_monarch_forward(
+        x_ref, reference["blkdiag1"], reference["blkdiag2"], reference["bias"], out_features
+    )
+    y = layer(x)
+    tol = TOL[dtype]
+    torch.testing.assert_close(y, expected, rtol=tol, atol=tol)
+    (y * g).sum().backward()
+    (expected * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=tol, atol=tol)
+    for ours, theirs in (("blocks_0", "blkdiag1"), ("blocks_1", "blkdiag2"), ("bias", "bias")):
+        torch.testing.assert_close(
+            getattr(layer, ours).grad, reference[theirs].grad, rtol=tol, atol=tol
+        )
+    # The checkpoint's tensors are copied, not shared.
+    assert layer.blocks_0.data_ptr() != state["blkdiag1"].data_ptr()
+
+
+def test_monarch_checkpoint_of_a_model_without_bias():
+    inner = _checkpoint(10, 13, 4, torch.float64, bias=False)
+    model_state = {"embed.weight": torch.ones(3, 3)}
+    model_state |= {f"blocks.0.mlp.fc1.{name}": t for name, t in inner.items()}
+    with pytest.raises(KeyError, match=r"no 'blkdiag1', 'blkdiag2'.*prefix='mlp.fc1.'"):
+        snn.Linear.from_monarch_state_dict(model_state, 10, 13)
+    layer = snn.Linear.from_monarch_state_dict(
+        model_state, 10, 13, prefix="blocks.0.mlp.fc1.", dtype=torch.float32
+    )
+    assert layer.bias is None
+    assert layer.blocks_0.dtype == torch.float32
+    x = torch.randn(4, 10)
+    expected = original_monarch_forward(
+        x.double(), inner["blkdiag1"], inner["blkdiag2"], None, 13
+    ).float()
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("in_features", "out_features", "nblocks"), MONARCH_SIZES[:3])
+def test_monarch_state_dict_round_trip(in_features, out_features, nblocks):
+    torch.manual_seed(0)
+    layer = snn.Linear(in_features, out_features, "monarch", nblocks=nblocks, dtype=torch.float64)
+    with torch.no_grad():
+        layer.bias.normal_()
+    state = layer.to_monarch_state_dict()
+    assert set(state) == {"blkdiag1", "blkdiag2", "bias"}
+    shapes = original_block_shapes(in_features, out_features, nblocks)
+    assert (tuple(state["blkdiag1"].shape), tuple(state["blkdiag2"].shape)) == shapes
+    x = torch.randn(3, in_features, dtype=torch.float64)
+    expected = original_monarch_forward(x, *state.values(), out_features)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    again = snn.Linear.from_monarch_state_dict(state, in_features, out_features)
+    torch.testing.assert_close(again(x), layer(x), rtol=0, atol=0)
+    # The original code's optimiser state can continue: the multipliers are the layer's.
+    assert snn.mup_lr_multipliers(again) == snn.mup_lr_multipliers(layer)
+
+
+def test_monarch_checkpoint_errors():
+    state = _checkpoint(10, 13, 4, torch.float64)
+    with pytest.raises(ValueError, match=r"take 12 inputs and give 16 outputs.*at most 12 and 16"):
+        snn.Linear.from_monarch_state_dict(state, 13, 13)
+    with pytest.raises(ValueError, match=r"must be 3-D"):
+        snn.Linear.from_monarch_state_dict({**state, "blkdiag1": torch.ones(12, 12)}, 10, 13)
+    with pytest.raises(ValueError, match=r"l \* r == k \* q"):
+        snn.Linear.from_monarch_state_dict({**state, "blkdiag2": torch.ones(4, 4, 2)}, 10, 13)
+    with pytest.raises(ValueError, match=r"bias must have shape \(13,\)"):
+        snn.Linear.from_monarch_state_dict({**state, "bias": torch.ones(16)}, 10, 13)
+    with pytest.raises(TypeError, match=r"needs a Monarch layer, but this layer holds BTT"):
+        snn.Linear(16, 16, "btt").to_monarch_state_dict()
+    transposed = snn.Linear.from_operator(sl.Monarch.random(16, 16, 4, rng=0).T)
+    with pytest.raises(TypeError, match=r"needs the original layout"):
+        transposed.to_monarch_state_dict()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -181,6 +182,131 @@ class Linear(nn.Module):
             layer = cls.from_operator(op, bias, weight_norm=weight_norm)
         layer.structure = structure
         return layer
+
+    @classmethod
+    def from_monarch_state_dict(
+        cls,
+        state_dict: Mapping[str, Any],
+        in_features: int,
+        out_features: int,
+        *,
+        prefix: str = "",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Linear:
+        """The layer a `MonarchLinear` checkpoint of the original Monarch code computes.
+
+        The original layer (HazyResearch's `MonarchLinear(in_features, out_features,
+        nblocks)`) stores `blkdiag1` of shape `(k, q, p)`, `blkdiag2` of shape
+        `(l, s, r)` with `l r == k q`, and `bias` of shape `(out_features,)` unless
+        built with `bias=False`. Its forward pass zero-pads `x` from `in_features`
+        to `k p`, applies `blkdiag1`, transposes the intermediate vector viewed as
+        `(r, l)`, applies `blkdiag2`, transposes the output viewed as `(l, s)`,
+        keeps its first `out_features` entries and adds the bias. That is
+        `x M^T + b` for the [`Monarch`][structlin.Monarch]
+        `M = Monarch(blkdiag1, blkdiag2, shape=(out_features, in_features))`, which
+        this layer holds: the outputs, and the gradients with respect to `x` and to
+        the three tensors, are those of the original layer. Its parameters are
+        `blocks_0` (`blkdiag1`), `blocks_1` (`blkdiag2`) and `bias`, with the μP
+        roles of a `"monarch"` layer; the tensors are copied.
+
+        `in_features` and `out_features` are needed because padding hides them:
+        a checkpoint only gives `k p >= in_features` and `l s >= out_features`.
+
+        Args:
+            state_dict: The layer's `state_dict()`, or a whole model's with `prefix`.
+            in_features: The original layer's `in_features`.
+            out_features: The original layer's `out_features`.
+            prefix: Prepended to the three keys, e.g. `"encoder.mlp.fc1."` to read one
+                layer of a model's state dict.
+            dtype: Parameter dtype; by default the checkpoint's.
+            device: Parameter device; by default the checkpoint's.
+
+        Raises:
+            KeyError: `blkdiag1` or `blkdiag2` is missing under `prefix`.
+            ValueError: the tensors are not 3-D, `l r != k q`, the sizes exceed
+                the padded sizes `k p` and `l s`, or the bias has the wrong shape.
+
+        Example:
+            >>> import torch, structlin.nn as snn
+            >>> checkpoint = {  # MonarchLinear(10, 13, nblocks=4).state_dict()
+            ...     "blkdiag1": torch.randn(4, 3, 3),
+            ...     "blkdiag2": torch.randn(4, 4, 3),
+            ...     "bias": torch.zeros(13),
+            ... }
+            >>> layer = snn.Linear.from_monarch_state_dict(checkpoint, 10, 13)
+            >>> layer(torch.randn(5, 10)).shape
+            torch.Size([5, 13])
+        """
+        from structlin.operators.monarch import Monarch
+
+        keys = [prefix + name for name in ("blkdiag1", "blkdiag2")]
+        missing = [key for key in keys if key not in state_dict]
+        if missing:
+            present = sorted(k for k in state_dict if k.startswith(prefix))[:8]
+            raise KeyError(
+                f"Linear.from_monarch_state_dict: no {', '.join(map(repr, missing))} in the "
+                f"state dict (keys under prefix {prefix!r}: {present}); give the prefix of the "
+                "MonarchLinear layer, e.g. prefix='mlp.fc1.'"
+            )
+        w1, w2 = (torch.as_tensor(state_dict[key]).detach() for key in keys)
+        if w1.dim() != 3 or w2.dim() != 3:
+            raise ValueError(
+                "Linear.from_monarch_state_dict: blkdiag1 and blkdiag2 must be 3-D, (k, q, p) "
+                f"and (l, s, r), got shapes {tuple(w1.shape)} and {tuple(w2.shape)}"
+            )
+        (nb1, _, p), (nb2, s, _) = w1.shape, w2.shape
+        d_in, d_out = nb1 * p, nb2 * s  # the padded sizes
+        if not (0 < in_features <= d_in and 0 < out_features <= d_out):
+            raise ValueError(
+                f"Linear.from_monarch_state_dict: blkdiag1 {tuple(w1.shape)} and blkdiag2 "
+                f"{tuple(w2.shape)} take {d_in} inputs and give {d_out} outputs, so "
+                f"in_features={in_features} and out_features={out_features} must be "
+                f"positive and at most {d_in} and {d_out}"
+            )
+        bias = state_dict.get(prefix + "bias")
+        op = Monarch(w1, w2, shape=(out_features, in_features))  # checks l r == k q
+        layer = cls.from_operator(
+            op,
+            False if bias is None else torch.as_tensor(bias).detach(),
+            dtype=dtype,
+            device=device,
+        )
+        layer.structure = "monarch"
+        return layer
+
+    @torch.no_grad()
+    def to_monarch_state_dict(self) -> dict[str, torch.Tensor]:
+        """`{"blkdiag1", "blkdiag2", "bias"}` for the original Monarch code's `MonarchLinear`.
+
+        The inverse of [`from_monarch_state_dict`][structlin.nn.Linear.from_monarch_state_dict]:
+        a `MonarchLinear(in_features, out_features, nblocks)` that loads this
+        dictionary computes this layer (weight-normalised blocks are stored as
+        used). No `bias` key for a layer without bias. Copies.
+
+        Raises:
+            TypeError: the layer's operator is not a [`Monarch`][structlin.Monarch]
+                in the original layout (`perms` `(None, (r, l), (l, s))`).
+        """
+        from structlin.operators.monarch import Monarch
+
+        op = self.operator
+        if not isinstance(op, Monarch):
+            raise TypeError(
+                "to_monarch_state_dict needs a Monarch layer, but this layer holds "
+                f"{type(op).__name__}"
+            )
+        nb, s, r = op.blkdiag2.shape  # (l, s, r) in the original code's names
+        original = (None, (r, nb), (nb, s))
+        if op.perms != original:
+            raise TypeError(
+                f"to_monarch_state_dict needs the original layout, perms {original}, but this "
+                f"Monarch has perms {op.perms}"
+            )
+        out = {"blkdiag1": op.blkdiag1.clone(), "blkdiag2": op.blkdiag2.clone()}
+        if self.bias is not None:
+            out["bias"] = self.bias.detach().clone()
+        return out
 
     def _build(
         self,
