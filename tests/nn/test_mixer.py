@@ -198,7 +198,8 @@ def test_shapes_dtypes_and_identity_at_init(dtype, structure, nblocks, causal):
     block = snn.MonarchMixer(
         16, 50, causal=causal, structure=structure, nblocks=nblocks, dtype=dtype
     )
-    assert all(p.dtype == dtype for p in block.parameters())
+    assert all(t.dtype == dtype for t in (*block.parameters(), *block.buffers()))
+    assert all(k is None or k.dtype == dtype for k in block.kernels(7))
     for seq_len in (1, 13, 50):
         x = torch.randn(3, seq_len, 16, dtype=dtype)
         y = block(x)
