@@ -1,6 +1,6 @@
 """Train a causal Monarch Mixer (M2) language model against a Transformer, and time their sequence mixers.
 
-    python examples/m2_char_lm.py                   # 2 x 150 s of training + timings, ~7 min on 2 CPU cores
+    python examples/m2_char_lm.py                   # 2 x 150 s of training + timings, ~6 min on 2 CPU cores
     python examples/m2_char_lm.py --plot docs/assets/m2_throughput.png
     python examples/m2_char_lm.py --seconds 60      # a shorter training budget per model
     python examples/m2_char_lm.py --steps 200       # a fixed step count instead (reproducible)
