@@ -98,7 +98,7 @@ class MonarchMixer(nn.Module):
     Raises:
         ValueError: non-positive sizes, an unknown `structure`, or sizes the
             structure cannot take; in the forward pass, an input that is not
-            `(B, N, d_model)` or longer than `max_len`.
+            `(B, N, d_model)`, is empty (`N = 0`) or is longer than `max_len`.
         TypeError: an input whose dtype is not the layer's.
 
     Example:
