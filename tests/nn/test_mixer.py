@@ -319,3 +319,13 @@ def test_reset_parameters_restores_the_identity():
     block.reset_parameters()
     x = torch.randn(2, 10, 8, dtype=torch.float64)
     torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    block = random_block(max_len=64, dtype=torch.float32)
+    gpu = copy.deepcopy(block).cuda()
+    x = torch.randn(2, 64, 8)
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), block(x), rtol=1e-4, atol=1e-4)
+    (gpu(x.cuda()) ** 2).sum().backward()
+    assert gpu.kernel.grad.is_cuda
