@@ -1,6 +1,8 @@
 """Trainable structured layers with structure-aware μP.
 
 PyTorch layers live here; the JAX versions are in [`structlin.nn.jax`][structlin.nn.jax].
+[`MonarchMixer`][structlin.nn.MonarchMixer] is a whole M2 block built from them: a
+sub-quadratic replacement for a Transformer block.
 The structure names and their options are in
 [`structlin.nn.structures`][structlin.nn.structures].
 
@@ -24,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from structlin.nn.linear import Linear
+    from structlin.nn.mixer import MonarchMixer
     from structlin.nn.optim import mup_lr_multipliers, param_groups
     from structlin.nn.surgery import replace_linear
 
-__all__ = ["Linear", "mup_lr_multipliers", "param_groups", "replace_linear"]
+__all__ = ["Linear", "MonarchMixer", "mup_lr_multipliers", "param_groups", "replace_linear"]
 
 _LAZY = {
     "Linear": "structlin.nn.linear",
+    "MonarchMixer": "structlin.nn.mixer",
     "mup_lr_multipliers": "structlin.nn.optim",
     "param_groups": "structlin.nn.optim",
     "replace_linear": "structlin.nn.surgery",
