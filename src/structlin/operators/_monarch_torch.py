@@ -120,7 +120,8 @@ def monarch_times_cols(
 ) -> torch.Tensor:
     """`M @ X` for columns `X (k p, n)` and the unpadded default-layout Monarch `M`.
 
-    The result `(s l, n)` is contiguous. Differentiable by autograd (plain PyTorch operations).
+    The result `(s l, n)` is contiguous from `SMALL` columns on; fewer take the few-rows path
+    and return its transpose, a view. Differentiable by autograd (plain PyTorch operations).
     """
     n = X.shape[1]
     if n < SMALL:
