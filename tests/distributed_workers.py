@@ -1,0 +1,146 @@
+"""Worker processes for `tests/nn/test_distributed.py`: structured layers under DDP and FSDP2.
+
+The workers live in a module of their own (importable as `distributed_workers`,
+since `tests/` is on `sys.path`) because `torch.multiprocessing.spawn` starts fresh
+interpreters that import the worker function by its module name, which a test
+module collected with `--import-mode=importlib` does not have.
+
+Each run trains the same small model of [`structlin.nn.Linear`][structlin.nn.Linear]
+layers (a weight-normalised Monarch layer, then a BTT layer) with AdamW over
+[`param_groups`][structlin.nn.param_groups] on `world` processes, each on its
+slice of every batch, and records per step the global loss and the full gradient
+of every parameter. [`reference`][] does the same on one process with whole
+batches, which is what data-parallel training must reproduce: the mean loss over a
+batch split into equal slices is the mean of the slices' mean losses, and so is its
+gradient.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import structlin.nn as snn
+
+D_IN, D_HIDDEN, D_OUT = 16, 32, 8
+BATCH = 8  # rows per step, split evenly across the processes
+LR, WEIGHT_DECAY = 1e-2, 0.1
+
+
+def make_model(seed: int = 0) -> nn.Sequential:
+    """Monarch (weight-normalised) -> GELU -> BTT, float32, the same for every seed."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        snn.Linear(D_IN, D_HIDDEN, "monarch", nblocks=4, weight_norm=True),
+        nn.GELU(),
+        snn.Linear(D_HIDDEN, D_OUT, "btt", rank=2),
+    )
+
+
+def make_batches(steps: int, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(BATCH, D_IN, generator=generator),
+            torch.randn(BATCH, D_OUT, generator=generator),
+        )
+        for _ in range(steps)
+    ]
+
+
+def optimizer(model: nn.Module) -> torch.optim.AdamW:
+    return torch.optim.AdamW(snn.param_groups(model, lr=LR, weight_decay=WEIGHT_DECAY))
+
+
+def group_lrs(opt: torch.optim.Optimizer, strip: str = "") -> dict[str, float]:
+    """The learning rate each parameter name gets (with a wrapper prefix `strip` removed)."""
+    return {
+        name.removeprefix(strip): group["lr"]
+        for group in opt.param_groups
+        for name in group["names"]
+    }
+
+
+def reference(steps: int) -> dict[str, Any]:
+    """Losses and gradients per step of the single-process run on whole batches."""
+    model = make_model()
+    opt = optimizer(model)
+    losses, grads = [], []
+    for x, y in make_batches(steps):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        opt.step()
+    return {"losses": losses, "grads": grads, "lrs": group_lrs(opt), "model": model}
+
+
+# -- process management ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(worker: Callable[..., None], world: int, *args: Any) -> None:
+    """Run `worker(rank, world, port, *args)` on `world` fresh processes joined by gloo."""
+    mp.spawn(worker, args=(world, free_port(), *args), nprocs=world, join=True)
+
+
+def _init(rank: int, world: int, port: int) -> None:
+    torch.set_num_threads(1)  # the processes share the machine's cores
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+
+
+def _local(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    return t.chunk(world)[rank]
+
+
+def _global_loss(loss: torch.Tensor) -> torch.Tensor:
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+# -- DDP -------------------------------------------------------------------------------
+
+
+def ddp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    _init(rank, world, port)
+    try:
+        model = DistributedDataParallel(make_model())
+        opt = optimizer(model)
+        losses, grads = [], []
+        for x, y in make_batches(steps):
+            opt.zero_grad()
+            local = nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world))
+            local.backward()  # DDP all-reduces (averages) the gradients here
+            losses.append(_global_loss(local))
+            grads.append(
+                {
+                    name.removeprefix("module."): p.grad.clone()
+                    for name, p in model.named_parameters()
+                }
+            )
+            opt.step()
+        torch.save(
+            {"losses": losses, "grads": grads, "lrs": group_lrs(opt, "module.")},
+            os.path.join(out, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
