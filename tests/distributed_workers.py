@@ -144,3 +144,41 @@ def ddp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
         )
     finally:
         dist.destroy_process_group()
+
+
+# -- FSDP2 -----------------------------------------------------------------------------
+
+
+def shard(model: nn.Sequential, world: int) -> nn.Sequential:
+    """FSDP2: each structured layer its own unit (sharded along dim 0), then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for layer in model:
+        if isinstance(layer, snn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def fsdp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
+    _init(rank, world, port)
+    try:
+        model = shard(make_model(), world)
+        opt = optimizer(model)
+        losses, grads = [], []
+        for x, y in make_batches(steps):
+            opt.zero_grad()
+            local = nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world))
+            local.backward()  # FSDP2 reduce-scatters (averages) the gradients here
+            losses.append(_global_loss(local))
+            # Each rank holds a shard of every gradient (a DTensor); gather the full one.
+            grads.append({name: p.grad.full_tensor() for name, p in model.named_parameters()})
+            opt.step()
+        torch.save(
+            {"losses": losses, "grads": grads, "lrs": group_lrs(opt)},
+            os.path.join(out, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()

@@ -52,3 +52,10 @@ def test_ddp_matches_single_process(tmp_path: Path) -> None:
     for a, b in zip(runs[0]["grads"], runs[1]["grads"], strict=True):
         for name in a:
             assert torch.equal(a[name], b[name]), name
+
+
+def test_fsdp2_matches_single_process(tmp_path: Path) -> None:
+    workers.spawn(workers.fsdp_worker, WORLD, str(tmp_path), STEPS)
+    ref = workers.reference(STEPS)
+    for run in _load(tmp_path):
+        _compare(run, ref)
