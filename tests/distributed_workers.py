@@ -182,3 +182,62 @@ def fsdp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
         )
     finally:
         dist.destroy_process_group()
+
+
+# -- distributed checkpoint ------------------------------------------------------------
+
+
+def probe() -> torch.Tensor:
+    """The input whose outputs a saved and a loaded model must agree on."""
+    return torch.randn(5, D_IN, generator=torch.Generator().manual_seed(2))
+
+
+def checkpoint_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
+    """Train the FSDP2 model `steps` steps, save a sharded checkpoint of the model and
+    the optimizer with `torch.distributed.checkpoint`, then take one more step.
+
+    Rank 0 writes the outputs on [`probe`][] before and after that step.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    _init(rank, world, port)
+    try:
+        model = shard(make_model(), world)
+        opt = optimizer(model)
+        *train, (x, y) = make_batches(steps + 1)
+        for xs, ys in train:
+            opt.zero_grad()
+            nn.functional.mse_loss(
+                model(_local(xs, rank, world)), _local(ys, rank, world)
+            ).backward()
+            opt.step()
+        model_state, optim_state = get_state_dict(model, opt)  # this rank's shards (DTensors)
+        dcp.save(
+            {"model": model_state, "optim": optim_state}, checkpoint_id=os.path.join(out, "ckpt")
+        )
+        with torch.no_grad():
+            saved = model(probe())
+        opt.zero_grad()
+        nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world)).backward()
+        opt.step()
+        with torch.no_grad():
+            stepped = model(probe())
+        if rank == 0:
+            torch.save({"saved": saved, "stepped": stepped}, os.path.join(out, "outputs.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def load_checkpoint(path: str) -> tuple[nn.Sequential, torch.optim.AdamW]:
+    """A fresh single-process model and optimizer with the state of a sharded checkpoint."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model = make_model(seed=123)  # different parameters: the checkpoint must replace them
+    opt = optimizer(model)
+    model_state, optim_state = get_state_dict(model, opt)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=path)  # no process group: a single-process load
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return model, opt
