@@ -166,6 +166,18 @@ def test_state_dict_round_trip():
     }
 
 
+def test_weight_norm_gains_are_1d_and_old_scalar_gains_load():
+    # FSDP2's fully_shard takes no 0-d parameters, so the gains have shape (1,).
+    layer = snn.Linear(16, 16, "monarch", nblocks=4, weight_norm=True)
+    assert layer.blocks_0_gain.shape == (1,)
+    state = layer.state_dict()
+    state["blocks_0_gain"] = torch.tensor(2.0)  # as written before the gains were 1-D
+    state["blocks_1_gain"] = torch.tensor(0.5)
+    layer.load_state_dict(state)
+    assert layer.blocks_0_gain.tolist() == [2.0]
+    assert layer.blocks_1_gain.tolist() == [0.5]
+
+
 def test_zero_init_last_starts_at_zero_and_still_learns():
     for structure, spec in [("monarch", {}), ("lowrank", {"rank": 4}), ("btt", {}), ("kron", {})]:
         layer = snn.Linear(64, 64, structure, zero_init_last=True, **spec)

@@ -54,8 +54,8 @@ class Linear(nn.Module):
 
     Weight normalisation (Section 5.1), `weight_norm=True`, uses each component as
     `γ_i min(1, σ_i / RMS(G_i)) G_i` with a learnable scalar `γ_i` (initially 1,
-    parameter `<name>_gain`) and `σ_i` the component's μP scale (buffer
-    `<name>_sigma`), so no component's RMS entry can grow past that scale unless
+    parameter `<name>_gain` of shape `(1,)`, since FSDP2's `fully_shard` takes no
+    0-d parameters) and `σ_i` the component's μP scale (buffer `<name>_sigma`), so no component's RMS entry can grow past that scale unless
     `γ_i` lets it. As in the paper, a freshly drawn component whose sample RMS
     happens to exceed `σ_i` is used scaled down to it (by a few percent for large
     components).
@@ -353,8 +353,9 @@ class Linear(nn.Module):
             slots.append((_PARAM, name))
             if weight_norm:
                 rms = float(value.pow(2).mean().sqrt()) if copy and value.numel() else 0.0
+                # Shape (1,), not (): FSDP2 shards parameters along dim 0 and refuses scalars.
                 self.register_parameter(
-                    name + "_gain", nn.Parameter(torch.ones((), dtype=dtype, device=device))
+                    name + "_gain", nn.Parameter(torch.ones(1, dtype=dtype, device=device))
                 )
                 # A buffer, so that state_dict carries the bound a from_operator layer chose.
                 sigma = max(info.init_std, rms)
@@ -363,6 +364,17 @@ class Linear(nn.Module):
                 )
         self._slots = tuple(slots)
         self.register_parameter("bias", _make_bias(bias, self.out_features, dtype, device))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # Checkpoints written before the gains became 1-D hold them as 0-d tensors.
+        for name in self.mup if self.weight_norm else ():
+            key = f"{prefix}{name}_gain"
+            gain = state_dict.get(key)
+            if isinstance(gain, torch.Tensor) and gain.dim() == 0:
+                state_dict[key] = gain.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _resolve_rules(self) -> None:
         # One forward pass on a single row resolves (and caches) every dispatched
