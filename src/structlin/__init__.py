@@ -44,6 +44,7 @@ from structlin.operators.scalar_mul import ScalarMul
 from structlin.operators.sum import Sum
 from structlin.operators.transpose import Adjoint, Transpose
 from structlin.operators.tt import TT
+from structlin.sharding import block_shardings
 from structlin.transforms import dft, hadamard
 
 __version__ = "0.1.0"
@@ -71,6 +72,7 @@ __all__ = [
     "Transpose",
     "adjoint",
     "backends",
+    "block_shardings",
     "dft",
     "diag",
     "from_cola",

@@ -58,6 +58,12 @@ class Component:
         fan_in: `d_in^i`, the columns of each slice.
         first: The component is applied first.
         last: The component is applied last.
+        block_axes: The axes of the leaf that index its slices, each slice a whole
+            `fan_out x fan_in` matrix multiplied on its own (the block axis of a
+            block-diagonal factor). Splitting the leaf along one of them across
+            devices splits the component's work with no communication inside it;
+            see [`block_shardings`][structlin.block_shardings]. Empty where the
+            leaf holds no such axis.
     """
 
     batch: int
@@ -65,6 +71,7 @@ class Component:
     fan_in: int
     first: bool = True
     last: bool = True
+    block_axes: tuple[int, ...] = ()
 
     @property
     def init_std(self) -> float:
@@ -74,7 +81,9 @@ class Component:
 
     def transposed(self) -> Component:
         """The component as it acts in the transposed operator: fans and ends swapped."""
-        return Component(self.batch, self.fan_in, self.fan_out, first=self.last, last=self.first)
+        return dataclasses.replace(
+            self, fan_out=self.fan_in, fan_in=self.fan_out, first=self.last, last=self.first
+        )
 
     def placed(self, first: bool, last: bool) -> Component:
         """This component inside a larger chain: it stays first (last) only where its

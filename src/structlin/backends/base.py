@@ -158,6 +158,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def matmul(self, a: Array, b: Array) -> Array: ...
 
+    def block_matmul(self, a: Array, b: Array) -> Array:
+        """`matmul` of two stacks that share their leading (block) axes, as the
+        block-diagonal factors of BlockDiag, Monarch and BTT multiply activations.
+
+        The same as `matmul` here; the JAX backend also lines up the operands'
+        shardings along those axes (see `JaxBackend.block_matmul`).
+        """
+        return self.matmul(a, b)
+
     @abc.abstractmethod
     def einsum(self, subscripts: str, *operands: Array) -> Array: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -67,7 +68,12 @@ class JaxBackend(Backend):
         return self.asarray(jnp.arange(n), device=device)
 
     def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
-        return jnp.reshape(x, shape)
+        spec = _explicit_spec(x)
+        if spec is None:
+            return jnp.reshape(x, shape)
+        # Under Explicit mesh axes JAX asks where a reshape that merges a sharded
+        # axis into a larger one puts the sharding (a stride permutation's last step).
+        return jnp.reshape(x, shape, out_sharding=_reshaped_spec(x, spec, tuple(shape)))
 
     def permute_dims(self, x: Array, axes: tuple[int, ...]) -> Array:
         return jnp.transpose(x, axes)
@@ -118,6 +124,23 @@ class JaxBackend(Backend):
     # on every product, where the frame's cost shows (64 x 64).
     matmul = staticmethod(jnp.matmul)
 
+    def block_matmul(self, a: Array, b: Array) -> Array:
+        """`a @ b` where one operand may be sharded along a leading (block) axis.
+
+        Under a mesh with `Explicit` axes (`jax.make_mesh`'s default) the sharding is
+        part of an array's type, and `jnp.matmul` rejects a batch axis sharded in one
+        operand and not in the other. A structured factor sharded by block meets
+        activations that are not, so the activations are resharded to hold, on each
+        device, the rows of its own blocks: exactly the communication the
+        permutation between two factors needs, and none inside a factor. Under
+        `Auto` axes, or with no mesh, the types carry no sharding and this is `matmul`.
+        """
+        spec_a, spec_b = _explicit_spec(a), _explicit_spec(b)
+        if spec_a is None and spec_b is None:
+            return jnp.matmul(a, b)
+        spec_a, spec_b = _matched_batch_specs(a.shape, spec_a, b.shape, spec_b)
+        return jnp.matmul(_reshard(a, spec_a), _reshard(b, spec_b))
+
     def einsum(self, subscripts: str, *operands: Array) -> Array:
         return jnp.einsum(subscripts, *operands)
 
@@ -151,3 +174,97 @@ class JaxBackend(Backend):
     def svd(self, a: Array) -> tuple[Array, Array, Array]:
         u, s, vh = jnp.linalg.svd(a, full_matrices=False)
         return u, s, vh
+
+
+# -- explicit sharding ------------------------------------------------------------------
+
+_Spec = tuple[Any, ...]
+
+
+def _explicit_spec(x: Array) -> _Spec | None:
+    """`x`'s sharding per axis as its type states it (Explicit mesh axes), or `None`
+    when the type states none (no mesh, Auto axes, or a replicated array)."""
+    spec = getattr(jax.typeof(x), "sharding", None)
+    spec = getattr(spec, "spec", None)
+    if spec is None:
+        return None
+    entries = tuple(spec) + (None,) * (x.ndim - len(spec))
+    return entries if any(e is not None for e in entries) else None
+
+
+def _matched_batch_specs(
+    shape_a: tuple[int, ...], spec_a: _Spec | None, shape_b: tuple[int, ...], spec_b: _Spec | None
+) -> tuple[_Spec | None, _Spec | None]:
+    """Specs for the two operands of a batched matmul in which every batch axis (aligned
+    from the right, as broadcasting aligns them) that one operand shards and the other
+    holds whole, of the same length, is sharded alike in both."""
+    new_a = list(spec_a or (None,) * len(shape_a))
+    new_b = list(spec_b or (None,) * len(shape_b))
+    batch = min(len(shape_a), len(shape_b)) - 2
+    for i in range(1, batch + 1):
+        da, db = len(shape_a) - 2 - i, len(shape_b) - 2 - i
+        if new_a[da] == new_b[db] or shape_a[da] != shape_b[db]:
+            continue
+        if new_b[db] is None:
+            _move_to(new_b, db, new_a[da])
+        elif new_a[da] is None:
+            _move_to(new_a, da, new_b[db])
+    return tuple(new_a), tuple(new_b)
+
+
+def _mesh_axes(entry: Any) -> set[Any]:
+    return set(entry) if isinstance(entry, tuple) else {entry} - {None}
+
+
+def _move_to(spec: list[Any], axis: int, entry: Any) -> None:
+    """Shard `axis` over `entry`'s mesh axes, taking them off any other axis (a mesh
+    axis shards at most one axis of an array)."""
+    taken = _mesh_axes(entry)
+    for i, other in enumerate(spec):
+        if _mesh_axes(other) & taken:
+            spec[i] = None
+    spec[axis] = entry
+
+
+def _reshaped_spec(x: Array, spec: _Spec, shape: tuple[int, ...]) -> jax.sharding.PartitionSpec:
+    """Where `reshape(x, shape)` keeps `x`'s sharding: each group of input axes that
+    becomes a group of output axes passes its first sharded axis's mesh axes on to
+    the group's first output axis longer than 1, which must split evenly over them
+    (or the group ends up replicated, which costs an all-gather)."""
+    if -1 in shape:
+        known = math.prod(n for n in shape if n != -1)
+        shape = tuple(x.size // known if n == -1 and known else n for n in shape)
+    if math.prod(shape) != x.size or x.size == 0:
+        return (
+            jax.sharding.PartitionSpec()
+        )  # jnp.reshape rejects the former, the latter holds nothing
+    mesh_shape = dict(jax.typeof(x).sharding.mesh.shape)
+    out: list[Any] = [None] * len(shape)
+    i = j = 0
+    while i < x.ndim or j < len(shape):
+        group_in, group_out = [i], [j]
+        size_in, size_out = x.shape[i] if i < x.ndim else 1, shape[j] if j < len(shape) else 1
+        while size_in != size_out:
+            if size_in < size_out:
+                i += 1
+                group_in.append(i)
+                size_in *= x.shape[i]
+            else:
+                j += 1
+                group_out.append(j)
+                size_out *= shape[j]
+        i, j = i + 1, j + 1
+        axes = next((spec[a] for a in group_in if a < x.ndim and spec[a] is not None), None)
+        group_out = [o for o in group_out if o < len(shape) and shape[o] != 1]
+        if axes is None or not group_out:
+            continue
+        names = axes if isinstance(axes, tuple) else (axes,)
+        if shape[group_out[0]] % math.prod(mesh_shape[n] for n in names) == 0:
+            out[group_out[0]] = axes
+    return jax.sharding.PartitionSpec(*out)
+
+
+def _reshard(x: Array, spec: _Spec | None) -> Array:
+    if spec is None or spec == (_explicit_spec(x) or (None,) * x.ndim):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.PartitionSpec(*spec))

@@ -112,6 +112,7 @@ class NumpyBackend(Backend):
     # The library's own function, with no Python frame around it: operators' rules call it
     # on every product, where the frame's cost shows (64 x 64).
     matmul = staticmethod(np.matmul)
+    block_matmul = staticmethod(np.matmul)
 
     def einsum(self, subscripts: str, *operands: Array) -> Array:
         return np.einsum(subscripts, *operands, optimize=True)

@@ -119,6 +119,7 @@ class TorchBackend(Backend):
     # The library's own function, with no Python frame around it: operators' rules call it
     # on every product, where the frame's cost shows (64 x 64).
     matmul = staticmethod(torch.matmul)
+    block_matmul = staticmethod(torch.matmul)
 
     def einsum(self, subscripts: str, *operands: Array) -> Array:
         return torch.einsum(subscripts, *operands)

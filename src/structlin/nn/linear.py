@@ -55,8 +55,8 @@ class Linear(nn.Module):
     Weight normalisation (Section 5.1), `weight_norm=True`, uses each component as
     `γ_i min(1, σ_i / RMS(G_i)) G_i` with a learnable scalar `γ_i` (initially 1,
     parameter `<name>_gain` of shape `(1,)`, since FSDP2's `fully_shard` takes no
-    0-d parameters) and `σ_i` the component's μP scale (buffer `<name>_sigma`), so no component's RMS entry can grow past that scale unless
-    `γ_i` lets it. As in the paper, a freshly drawn component whose sample RMS
+    0-d parameters) and `σ_i` the component's μP scale (buffer `<name>_sigma`),
+    so no component's RMS entry can grow past that scale unless `γ_i` lets it. As in the paper, a freshly drawn component whose sample RMS
     happens to exceed `σ_i` is used scaled down to it (by a few percent for large
     components).
 

@@ -73,7 +73,7 @@ def matmat(A: BlockDiag, X: object):
     backend = A.backend
     b, q, p = A.blocks.shape
     k = X.shape[1]
-    Y = backend.matmul(A.blocks, backend.reshape(X, (b, p, k)))
+    Y = backend.block_matmul(A.blocks, backend.reshape(X, (b, p, k)))
     return backend.reshape(Y, (b * q, k))
 
 
@@ -84,7 +84,7 @@ def rmatmat(X: object, A: BlockDiag):
     rows = X.shape[0]
     # (rows, b, q) -> (b, rows, q) @ (b, q, p) -> (b, rows, p) -> (rows, b p)
     Xb = backend.permute_dims(backend.reshape(X, (rows, b, q)), (1, 0, 2))
-    Y = backend.permute_dims(backend.matmul(Xb, A.blocks), (1, 0, 2))
+    Y = backend.permute_dims(backend.block_matmul(Xb, A.blocks), (1, 0, 2))
     return backend.reshape(Y, (rows, b * p))
 
 
@@ -169,7 +169,7 @@ def diag(A: BlockDiag):
 @dispatch
 def compose(A: BlockDiag, B: BlockDiag):
     if A.nblocks == B.nblocks:
-        return _wrap(A.backend.matmul(A.blocks, B.blocks))
+        return _wrap(A.backend.block_matmul(A.blocks, B.blocks))
     from structlin.operators.product import Product
 
     return Product(A, B)
@@ -195,4 +195,4 @@ def project(W: object, structure: type[BlockDiag], *, nblocks: int):
 
 @dispatch
 def components(A: BlockDiag):
-    return (Component(*A.blocks.shape),)
+    return (Component(*A.blocks.shape, block_axes=(0,)),)

@@ -215,14 +215,14 @@ def _apply(cores: tuple[Array, ...], X: Array, backend: Backend) -> Array:
     # Z_c[j_<c, i_>c, (j_c, a_c), k] is X itself (M_>c = r_c = 1).
     Z = backend.reshape(X, (math.prod(ns[:-1]), 1, ns[-1], k))
     for t in range(len(cores) - 1, 0, -1):
-        Y = backend.matmul(cores[t], Z)  # [(j_<t-1, j_{t-1}), i_>t, (a_{t-1}, i_t), k]
+        Y = backend.block_matmul(cores[t], Z)  # [(j_<t-1, j_{t-1}), i_>t, (a_{t-1}, i_t), k]
         left, n_prev, right, m = math.prod(ns[: t - 1]), ns[t - 1], math.prod(ms[t + 1 :]), ms[t]
         r0 = Y.shape[2] // m
         # -> Z_{t-1}[j_<t-1, (i_t, i_>t), (j_{t-1}, a_{t-1}), k]
         Y = backend.reshape(Y, (left, n_prev, right, r0, m, k))
         Y = backend.permute_dims(Y, (0, 4, 2, 1, 3, 5))
         Z = backend.reshape(Y, (left, m * right, n_prev * r0, k))
-    Y = backend.matmul(cores[0], Z)  # [1, i_>1, i_1, k]
+    Y = backend.block_matmul(cores[0], Z)  # [1, i_>1, i_1, k]
     return backend.reshape(backend.permute_dims(Y, (0, 2, 1, 3)), (math.prod(ms), k))
 
 
@@ -234,14 +234,14 @@ def _apply_transposed(cores: tuple[Array, ...], X: Array, backend: Backend) -> A
     Z = backend.permute_dims(backend.reshape(X, (ms[0], math.prod(ms[1:]), k)), (1, 0, 2))
     Z = backend.reshape(Z, (1, math.prod(ms[1:]), ms[0], k))
     for t in range(len(cores) - 1):
-        Y = backend.matmul(backend.swap_last(cores[t]), Z)  # [j_<t, i_>t, (j_t, a_t), k]
+        Y = backend.block_matmul(backend.swap_last(cores[t]), Z)  # [j_<t, i_>t, (j_t, a_t), k]
         left, n, m_next, right = math.prod(ns[:t]), ns[t], ms[t + 1], math.prod(ms[t + 2 :])
         r1 = Y.shape[2] // n
         # -> Z_{t+1}[(j_<t, j_t), i_>t+1, (a_t, i_{t+1}), k]
         Y = backend.reshape(Y, (left, m_next, right, n, r1, k))
         Y = backend.permute_dims(Y, (0, 3, 2, 4, 1, 5))
         Z = backend.reshape(Y, (left * n, right, r1 * m_next, k))
-    Y = backend.matmul(backend.swap_last(cores[-1]), Z)  # [j_<c, 1, j_c, k]
+    Y = backend.block_matmul(backend.swap_last(cores[-1]), Z)  # [j_<c, 1, j_c, k]
     return backend.reshape(Y, (math.prod(ns), k))
 
 
@@ -386,7 +386,14 @@ def components(A: BTT):
     # runs from core c (input) to core 1 (output). The transpose applies each block transposed.
     c = len(A.cores)
     found = tuple(
-        Component(G.shape[0] * G.shape[1], G.shape[2], G.shape[3], first=t == c - 1, last=t == 0)
+        Component(
+            G.shape[0] * G.shape[1],
+            G.shape[2],
+            G.shape[3],
+            first=t == c - 1,
+            last=t == 0,
+            block_axes=(0, 1),  # the N_<t and M_>t block axes
+        )
         for t, G in enumerate(A.cores)
     )
     return tuple(f.transposed() for f in found) if A.transposed else found

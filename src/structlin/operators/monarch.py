@@ -196,7 +196,9 @@ def _permute(X: Array, perm: Stride, backend: Backend) -> Array:
 def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
     nb, q, p = blocks.shape
     k = X.shape[1]
-    return backend.reshape(backend.matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k))
+    return backend.reshape(
+        backend.block_matmul(blocks, backend.reshape(X, (nb, p, k))), (nb * q, k)
+    )
 
 
 def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, backend: Backend, transposed: bool):
@@ -247,7 +249,7 @@ def rmatmat(X: object, A: GeneralizedMonarch):
         nb, q, p = A.blocks[i].shape
         Xb = backend.permute_dims(backend.reshape(X, (rows, nb, q)), (1, 0, 2))
         X = backend.reshape(
-            backend.permute_dims(backend.matmul(Xb, A.blocks[i]), (1, 0, 2)), (rows, nb * p)
+            backend.permute_dims(backend.block_matmul(Xb, A.blocks[i]), (1, 0, 2)), (rows, nb * p)
         )
     X = _permute_rows(X, A.perms[0], backend)
     return X if X.shape[1] == A.shape[1] else X[:, : A.shape[1]]
@@ -603,5 +605,6 @@ def components(A: GeneralizedMonarch):
     # Factor B_i is nb_i blocks of shape (q_i, p_i); B_1 reads the input, B_c writes the output.
     c = len(A.blocks)
     return tuple(
-        Component(*block.shape, first=i == 0, last=i == c - 1) for i, block in enumerate(A.blocks)
+        Component(*block.shape, first=i == 0, last=i == c - 1, block_axes=(0,))
+        for i, block in enumerate(A.blocks)
     )
