@@ -238,6 +238,6 @@ def load_checkpoint(path: str) -> tuple[nn.Sequential, torch.optim.AdamW]:
     opt = optimizer(model)
     model_state, optim_state = get_state_dict(model, opt)
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=path)  # no process group: a single-process load
+    dcp.load(state, checkpoint_id=path, no_dist=True)  # a single-process load, no process group
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return model, opt
