@@ -82,7 +82,19 @@ class JaxBackend(Backend):
         return jnp.swapaxes(x, -1, -2)
 
     def take(self, x: Array, indices: Array, axis: int) -> Array:
-        return jnp.take(x, indices, axis=axis)
+        spec = _explicit_spec(x)
+        if spec is None or spec[axis] is None or indices.ndim != 1:
+            return jnp.take(x, indices, axis=axis)
+        # A gather along an axis sharded over Explicit mesh axes needs its output's
+        # sharding stated: the same as the input's (an all-to-all for a permutation),
+        # or that axis whole where the result's length does not split evenly.
+        out = list(spec)
+        length = indices.shape[0]
+        names = spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],)
+        if length % math.prod(jax.typeof(x).sharding.mesh.shape[n] for n in names):
+            out[axis] = None
+        index = (slice(None),) * axis + (indices,)
+        return x.at[index].get(out_sharding=jax.sharding.PartitionSpec(*out))
 
     def concatenate(self, xs: list[Array], axis: int = 0) -> Array:
         return jnp.concatenate(xs, axis=axis)
@@ -161,18 +173,22 @@ class JaxBackend(Backend):
             raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}")
         return out
 
+    # XLA's factorisations take no matrix split across devices (under Explicit mesh
+    # axes JAX refuses one), so a sharded matrix is gathered whole first.
     def solve(self, a: Array, b: Array) -> Array:
+        a, b = _whole_matrices(a), _whole_matrices(b)
         return self._check_finite(a, jnp.linalg.solve(a, b))
 
     def inv(self, a: Array) -> Array:
+        a = _whole_matrices(a)
         return self._check_finite(a, jnp.linalg.inv(a))
 
     def slogdet(self, a: Array) -> tuple[Array, Array]:
-        sign, logabsdet = jnp.linalg.slogdet(a)
+        sign, logabsdet = jnp.linalg.slogdet(_whole_matrices(a))
         return sign, logabsdet
 
     def svd(self, a: Array) -> tuple[Array, Array, Array]:
-        u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+        u, s, vh = jnp.linalg.svd(_whole_matrices(a), full_matrices=False)
         return u, s, vh
 
 
@@ -235,9 +251,8 @@ def _reshaped_spec(x: Array, spec: _Spec, shape: tuple[int, ...]) -> jax.shardin
         known = math.prod(n for n in shape if n != -1)
         shape = tuple(x.size // known if n == -1 and known else n for n in shape)
     if math.prod(shape) != x.size or x.size == 0:
-        return (
-            jax.sharding.PartitionSpec()
-        )  # jnp.reshape rejects the former, the latter holds nothing
+        # jnp.reshape rejects the former with its own message; the latter holds nothing.
+        return jax.sharding.PartitionSpec()
     mesh_shape = dict(jax.typeof(x).sharding.mesh.shape)
     out: list[Any] = [None] * len(shape)
     i = j = 0
@@ -262,6 +277,15 @@ def _reshaped_spec(x: Array, spec: _Spec, shape: tuple[int, ...]) -> jax.shardin
         if shape[group_out[0]] % math.prod(mesh_shape[n] for n in names) == 0:
             out[group_out[0]] = axes
     return jax.sharding.PartitionSpec(*out)
+
+
+def _whole_matrices(x: Array) -> Array:
+    """`x` with its last two axes (its matrices; a vector's one axis) on every device."""
+    spec = _explicit_spec(x)
+    k = min(2, x.ndim)
+    if spec is None or all(e is None for e in spec[x.ndim - k :]):
+        return x
+    return _reshard(x, spec[: x.ndim - k] + (None,) * k)
 
 
 def _reshard(x: Array, spec: _Spec | None) -> Array:
