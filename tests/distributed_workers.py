@@ -115,6 +115,34 @@ def _global_loss(loss: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
+def _record_run(
+    model: nn.Module,
+    rank: int,
+    world: int,
+    out: str,
+    steps: int,
+    full_grad: Callable[[torch.Tensor], torch.Tensor],
+    prefix: str = "",
+) -> None:
+    """Train the wrapped `model` on this rank's slices and save, per step, the global loss
+    and every parameter's full gradient (names without the wrapper's `prefix`)."""
+    opt = optimizer(model)
+    losses, grads = [], []
+    for x, y in make_batches(steps):
+        opt.zero_grad()
+        local = nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world))
+        local.backward()  # the engine averages the gradients over the processes here
+        losses.append(_global_loss(local))
+        grads.append(
+            {name.removeprefix(prefix): full_grad(p.grad) for name, p in model.named_parameters()}
+        )
+        opt.step()
+    torch.save(
+        {"losses": losses, "grads": grads, "lrs": group_lrs(opt, prefix)},
+        os.path.join(out, f"rank{rank}.pt"),
+    )
+
+
 # -- DDP -------------------------------------------------------------------------------
 
 
@@ -124,24 +152,7 @@ def ddp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
     _init(rank, world, port)
     try:
         model = DistributedDataParallel(make_model())
-        opt = optimizer(model)
-        losses, grads = [], []
-        for x, y in make_batches(steps):
-            opt.zero_grad()
-            local = nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world))
-            local.backward()  # DDP all-reduces (averages) the gradients here
-            losses.append(_global_loss(local))
-            grads.append(
-                {
-                    name.removeprefix("module."): p.grad.clone()
-                    for name, p in model.named_parameters()
-                }
-            )
-            opt.step()
-        torch.save(
-            {"losses": losses, "grads": grads, "lrs": group_lrs(opt, "module.")},
-            os.path.join(out, f"rank{rank}.pt"),
-        )
+        _record_run(model, rank, world, out, steps, torch.Tensor.clone, prefix="module.")
     finally:
         dist.destroy_process_group()
 
@@ -165,21 +176,9 @@ def shard(model: nn.Sequential, world: int) -> nn.Sequential:
 def fsdp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
     _init(rank, world, port)
     try:
+        # Each rank holds a shard of every gradient (a DTensor); gather the full one.
         model = shard(make_model(), world)
-        opt = optimizer(model)
-        losses, grads = [], []
-        for x, y in make_batches(steps):
-            opt.zero_grad()
-            local = nn.functional.mse_loss(model(_local(x, rank, world)), _local(y, rank, world))
-            local.backward()  # FSDP2 reduce-scatters (averages) the gradients here
-            losses.append(_global_loss(local))
-            # Each rank holds a shard of every gradient (a DTensor); gather the full one.
-            grads.append({name: p.grad.full_tensor() for name, p in model.named_parameters()})
-            opt.step()
-        torch.save(
-            {"losses": losses, "grads": grads, "lrs": group_lrs(opt)},
-            os.path.join(out, f"rank{rank}.pt"),
-        )
+        _record_run(model, rank, world, out, steps, lambda grad: grad.full_tensor())
     finally:
         dist.destroy_process_group()
 
