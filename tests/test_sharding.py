@@ -42,7 +42,7 @@ def test_block_stacks_shard_along_their_block_axis(mesh):
     D = sl.BlockDiag(jnp.ones((4, 3, 2)))
     assert specs(D, mesh) == [P("blocks", None, None)]
     # BTT core t is (N_<t, M_>t, ., .): the first core's blocks run along axis 1, the
-    # last's along axis 0, and a middle core takes the longer of the two.
+    # last's along axis 0, and a middle core the longer of the two (axis 0 on a tie).
     B = sl.BTT.random((2, 3, 4), (4, 5, 6), ranks=(2, 2), rng=0).to(backend="jax")
     assert [c.shape[:2] for c in B.cores] == [(1, 12), (4, 4), (20, 1)]
     assert specs(B, mesh) == [

@@ -34,9 +34,9 @@ def block_shardings(tree: Any, mesh: jax.sharding.Mesh, axis: str = "blocks") ->
     factor, the `N_<t` or `M_>t` axis of a [`BTT`][structlin.BTT] core; see
     [`Component.block_axes`][structlin.mup.Component]) is split along that axis
     over the mesh axis `axis`, so each device holds whole blocks. Where a core has
-    two block axes the longer one that splits evenly is used. Every other array
-    (dense and low-rank factors, Kronecker factors, permutation indices, biases,
-    weight-normalisation gains, data) is replicated.
+    two block axes the longer one that splits evenly is used (axis 0 on a tie).
+    Every other array (dense and low-rank factors, Kronecker factors, permutation
+    indices, biases, weight-normalisation gains, data) is replicated.
 
     `tree` is any pytree holding operators and [`structlin.nn.jax.Linear`][structlin.nn.jax.Linear]
     layers; the result has its structure, ready for `jax.device_put(tree, shardings)`
