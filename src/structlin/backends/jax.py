@@ -243,40 +243,49 @@ def _move_to(spec: list[Any], axis: int, entry: Any) -> None:
 
 
 def _reshaped_spec(x: Array, spec: _Spec, shape: tuple[int, ...]) -> jax.sharding.PartitionSpec:
-    """Where `reshape(x, shape)` keeps `x`'s sharding: each group of input axes that
-    becomes a group of output axes passes its first sharded axis's mesh axes on to
-    the group's first output axis longer than 1, which must split evenly over them
-    (or the group ends up replicated, which costs an all-gather)."""
+    """Where `reshape(x, shape)` keeps `x`'s sharding (see [`_reshape_spec`][])."""
     if -1 in shape:
         known = math.prod(n for n in shape if n != -1)
         shape = tuple(x.size // known if n == -1 and known else n for n in shape)
-    if math.prod(shape) != x.size or x.size == 0:
-        # jnp.reshape rejects the former with its own message; the latter holds nothing.
-        return jax.sharding.PartitionSpec()
     mesh_shape = dict(jax.typeof(x).sharding.mesh.shape)
+    return jax.sharding.PartitionSpec(*_reshape_spec(tuple(x.shape), spec, shape, mesh_shape))
+
+
+def _reshape_spec(
+    shape_in: tuple[int, ...], spec: _Spec, shape: tuple[int, ...], mesh_shape: dict[Any, int]
+) -> _Spec:
+    """The sharding of each output axis of a reshape from `shape_in` (sharded as `spec`)
+    to `shape`: each group of input axes that becomes a group of output axes passes
+    its first sharded axis's mesh axes on to the group's first output axis longer
+    than 1, which must split evenly over them (or the group ends up replicated,
+    which costs an all-gather)."""
+    if math.prod(shape) != math.prod(shape_in) or math.prod(shape) == 0:
+        # jnp.reshape rejects the former with its own message; the latter holds nothing.
+        return (None,) * len(shape)
     out: list[Any] = [None] * len(shape)
     i = j = 0
-    while i < x.ndim or j < len(shape):
+    while i < len(shape_in) or j < len(shape):
         group_in, group_out = [i], [j]
-        size_in, size_out = x.shape[i] if i < x.ndim else 1, shape[j] if j < len(shape) else 1
+        size_in = shape_in[i] if i < len(shape_in) else 1
+        size_out = shape[j] if j < len(shape) else 1
         while size_in != size_out:
             if size_in < size_out:
                 i += 1
                 group_in.append(i)
-                size_in *= x.shape[i]
+                size_in *= shape_in[i]
             else:
                 j += 1
                 group_out.append(j)
                 size_out *= shape[j]
         i, j = i + 1, j + 1
-        axes = next((spec[a] for a in group_in if a < x.ndim and spec[a] is not None), None)
+        axes = next((spec[a] for a in group_in if a < len(shape_in) and spec[a] is not None), None)
         group_out = [o for o in group_out if o < len(shape) and shape[o] != 1]
         if axes is None or not group_out:
             continue
         names = axes if isinstance(axes, tuple) else (axes,)
         if shape[group_out[0]] % math.prod(mesh_shape[n] for n in names) == 0:
             out[group_out[0]] = axes
-    return jax.sharding.PartitionSpec(*out)
+    return tuple(out)
 
 
 def _whole_matrices(x: Array) -> Array:
