@@ -243,7 +243,7 @@ def _move_to(spec: list[Any], axis: int, entry: Any) -> None:
 
 
 def _reshaped_spec(x: Array, spec: _Spec, shape: tuple[int, ...]) -> jax.sharding.PartitionSpec:
-    """Where `reshape(x, shape)` keeps `x`'s sharding (see [`_reshape_spec`][])."""
+    """Where `reshape(x, shape)` keeps `x`'s sharding (the rule is `_reshape_spec`)."""
     if -1 in shape:
         known = math.prod(n for n in shape if n != -1)
         shape = tuple(x.size // known if n == -1 and known else n for n in shape)
