@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -34,7 +35,19 @@ DESCRIPTION = __doc__
 PLOT = None
 
 HERE = Path(__file__).resolve().parent
-LAYOUTS = {"1 device": 1, "blocks": 4, "data": 4, "data x blocks": 4}
+# Each layout: (mesh shape, mesh axis names, the axis splitting the blocks, the axis
+# splitting the batch); `None` is one device, unsharded.
+LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[str, ...], str | None, str | None] | None] = {
+    "1 device": None,
+    "blocks": ((4,), ("blocks",), "blocks", None),
+    "data": ((4,), ("data",), None, "data"),
+    "data x blocks": ((2, 2), ("data", "blocks"), "blocks", "data"),
+}
+
+
+def _devices(layout: str) -> int:
+    mesh = LAYOUTS[layout]
+    return 1 if mesh is None else math.prod(mesh[0])
 
 
 def run(settings: harness.Settings) -> list[harness.Record]:
@@ -46,8 +59,8 @@ def run(settings: harness.Settings) -> list[harness.Record]:
     for nb in nblocks:
         case = {"d": d, "batch": batch, "nblocks": nb}
         timings: dict[str, tuple[float, float, float | None]] = {}
-        for devices in sorted(set(LAYOUTS.values())):
-            layouts = [name for name, n in LAYOUTS.items() if n == devices]
+        for devices in sorted({_devices(name) for name in LAYOUTS}):
+            layouts = [name for name in LAYOUTS if _devices(name) == devices]
             timings.update(_in_subprocess(devices, layouts, case, settings))
         base = timings["1 device"][0]
         timings = {name: (m, s, m / base) for name, (m, s, _) in timings.items()}
@@ -111,17 +124,12 @@ def _time_layouts(job: dict) -> dict[str, tuple[float, float, float | None]]:
         value, grads = jax.value_and_grad(loss)(model, x, target)
         return jax.tree.map(lambda p, g: p - 1e-3 * g, model, grads), value
 
-    meshes = {
-        "blocks": ((4,), ("blocks",), "blocks", None),
-        "data": ((4,), ("data",), None, "data"),
-        "data x blocks": ((2, 2), ("data", "blocks"), "blocks", "data"),
-    }
     contenders = {}
     for layout in job["layouts"]:
-        if layout == "1 device":
+        if LAYOUTS[layout] is None:
             contenders[layout] = _stepper(step, model, x, target, None)
             continue
-        shape, names, blocks, data = meshes[layout]
+        shape, names, blocks, data = LAYOUTS[layout]
         mesh = jax.make_mesh(shape, names)
         placed = (
             jax.device_put(model, sl.block_shardings(model, mesh, blocks))
