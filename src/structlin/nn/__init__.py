@@ -25,12 +25,39 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from structlin.nn.adapters import (
+        Adapter,
+        adapter_state_dict,
+        add_adapters,
+        load_adapter_state_dict,
+        merge_adapters,
+    )
     from structlin.nn.linear import Linear
     from structlin.nn.mixer import MonarchMixer
     from structlin.nn.optim import mup_lr_multipliers, param_groups
-    from structlin.nn.surgery import replace_linear
+    from structlin.nn.report import SurgeryReport
+    from structlin.nn.serialization import apply_structure, from_pretrained, structure_spec
+    from structlin.nn.surgery import densify, replace_linear
 
-__all__ = ["Linear", "MonarchMixer", "mup_lr_multipliers", "param_groups", "replace_linear"]
+__all__ = [
+    "Linear",
+    "MonarchMixer",
+    "mup_lr_multipliers",
+    "param_groups",
+    # model surgery
+    "replace_linear",
+    "densify",
+    "SurgeryReport",
+    "structure_spec",
+    "apply_structure",
+    "from_pretrained",
+    # structured adapters
+    "Adapter",
+    "add_adapters",
+    "merge_adapters",
+    "adapter_state_dict",
+    "load_adapter_state_dict",
+]
 
 _LAZY = {
     "Linear": "structlin.nn.linear",
@@ -38,6 +65,16 @@ _LAZY = {
     "mup_lr_multipliers": "structlin.nn.optim",
     "param_groups": "structlin.nn.optim",
     "replace_linear": "structlin.nn.surgery",
+    "densify": "structlin.nn.surgery",
+    "SurgeryReport": "structlin.nn.report",
+    "structure_spec": "structlin.nn.serialization",
+    "apply_structure": "structlin.nn.serialization",
+    "from_pretrained": "structlin.nn.serialization",
+    "Adapter": "structlin.nn.adapters",
+    "add_adapters": "structlin.nn.adapters",
+    "merge_adapters": "structlin.nn.adapters",
+    "adapter_state_dict": "structlin.nn.adapters",
+    "load_adapter_state_dict": "structlin.nn.adapters",
 }
 
 

@@ -92,6 +92,16 @@ class Linear(nn.Module):
     in_features: int
     out_features: int
     mup: dict[str, MupInfo]
+    structure: str
+    """The structure name (`"monarch"`, ...), or the operator's class name for a layer
+    built with [`from_operator`][structlin.nn.Linear.from_operator]."""
+    spec: dict[str, Any]
+    """The structure's options with their defaults filled in (`{"nblocks": 4}`); empty
+    for a layer built from an operator."""
+    origin: str | None
+    """The qualified class name of the dense layer this one replaced
+    (`"torch.nn.Linear"`, `"transformers.pytorch_utils.Conv1D"`), which
+    [`densify`][structlin.nn.densify] restores; `None` for a layer built directly."""
 
     def __init__(
         self,
@@ -109,6 +119,8 @@ class Linear(nn.Module):
         super().__init__()
         op = structures.template(structure, in_features, out_features, **spec)
         self.structure = structure
+        self.spec = structures.complete_spec(structure, in_features, out_features, spec)
+        self.origin = None
         self._build(op, bias=bias, weight_norm=weight_norm, dtype=dtype, device=device, copy=False)
         self.reset_parameters(zero_init_last=zero_init_last)
         self._resolve_rules()
@@ -154,6 +166,8 @@ class Linear(nn.Module):
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
         layer.structure = type(op).__name__
+        layer.spec = {}
+        layer.origin = None
         layer._build(op, bias=bias, weight_norm=weight_norm, dtype=dtype, device=device, copy=True)
         layer._resolve_rules()
         return layer
@@ -161,26 +175,51 @@ class Linear(nn.Module):
     @classmethod
     def from_linear(
         cls,
-        linear: nn.Linear,
+        linear: nn.Module,
         structure: str,
         *,
         weight_norm: bool = False,
         **spec: Any,
     ) -> Linear:
-        """The structured layer nearest to a dense `nn.Linear` (dense-to-structured fine-tuning).
+        """The structured layer nearest to a dense layer (dense-to-structured fine-tuning).
 
-        The weight is projected onto `structure` in the Frobenius norm with
+        `linear` is an `nn.Linear` (or subclass) or a Hugging Face
+        `transformers.pytorch_utils.Conv1D` (GPT-2's projections, whose weight is
+        stored transposed; the layer computes the same `x -> y` map). Its weight is
+        projected onto `structure` in the Frobenius norm with
         [`structures.project_onto`][structlin.nn.structures.project_onto] (optimal
         for every structure but TT and BTT with more than two cores), on the
-        layer's device and in its dtype; the bias is copied.
+        layer's device and in its dtype; the bias is copied. The new layer's
+        [`origin`][structlin.nn.Linear.origin] names `linear`'s class.
+
+        Raises:
+            TypeError: `linear` is not such a layer.
+            ValueError: its weight is on the `meta` device (there is nothing to
+                project), or the structure cannot take its shape.
         """
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"Linear.from_linear needs an nn.Linear, got {type(linear).__name__}")
+        from structlin.nn import dense_layers
+
+        kind = dense_layers.dense_kind(linear)
+        if kind is None:
+            raise TypeError(
+                "Linear.from_linear needs an nn.Linear or a transformers Conv1D, got "
+                f"{type(linear).__name__}"
+            )
+        W = dense_layers.dense_weight(linear).detach()
+        if W.is_meta:
+            raise ValueError(
+                "Linear.from_linear: the layer's weight is on the meta device, so there is "
+                "nothing to project; load its weights first, or build a fresh "
+                "structlin.nn.Linear(..., device='meta')"
+            )
+        d_out, d_in = W.shape
         with torch.no_grad():
-            op = structures.project_onto(linear.weight.detach(), structure, **spec)
+            op = structures.project_onto(W, structure, **spec)
             bias = linear.bias.detach() if linear.bias is not None else False
             layer = cls.from_operator(op, bias, weight_norm=weight_norm)
         layer.structure = structure
+        layer.spec = structures.complete_spec(structure, d_in, d_out, spec)
+        layer.origin = dense_layers.qualified_name(type(linear))
         return layer
 
     @classmethod
@@ -406,6 +445,25 @@ class Linear(nn.Module):
                 )
             leaves.append(value)
         return pytree.tree_unflatten(self._treedef, leaves)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """`W` as a dense `(out_features, in_features)` tensor, for code that reads
+        `layer.weight` as it would an `nn.Linear`'s.
+
+        Some owners do: torch's `TransformerEncoderLayer` and
+        `TransformerDecoderLayer` take a fused inference path from `linear1.weight`
+        and `linear2.weight` (under `torch.no_grad()` in eval mode), and dtype or
+        device probes in third-party code read `.weight.dtype`. They get the exact
+        matrix this layer applies (weight-normalised if enabled).
+
+        It is computed from the parameters on every access, differentiably: it
+        costs `O(out_features * in_features)` memory and time, which the
+        structured forward pass never spends. It is not a parameter: writing into
+        it changes nothing (load weights with `load_state_dict`; to train a dense
+        matrix, [`densify`][structlin.nn.densify] the layer).
+        """
+        return rules.to_dense(self.operator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x @ W^T + b` for `x` of shape `(..., in_features)`."""

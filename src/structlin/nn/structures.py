@@ -37,7 +37,14 @@ from structlin.operators.low_rank import LowRank
 from structlin.operators.monarch import Monarch
 from structlin.operators.tt import TT
 
-__all__ = ["STRUCTURES", "balanced_factors", "leaf_names", "project_onto", "template"]
+__all__ = [
+    "STRUCTURES",
+    "balanced_factors",
+    "complete_spec",
+    "leaf_names",
+    "project_onto",
+    "template",
+]
 
 STRUCTURES = ("dense", "lowrank", "kron", "blockdiag", "monarch", "tt", "btt")
 
@@ -124,6 +131,24 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
         if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
             raise ValueError(f"{structure}: {name} must be a positive integer, got {v!r}")
     return out
+
+
+def complete_spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` checked against `structure` and completed with its defaults, as plain
+    JSON-friendly values (tuples become lists).
+
+    Example:
+        >>> from structlin.nn.structures import complete_spec
+        >>> complete_spec("kron", 20, 30, {}), complete_spec("btt", 64, 64, {"rank": 2})
+        ({'factors': [[5, 4], [6, 5]]}, {'rank': 2, 'ncores': 2})
+    """
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        return int(v) if isinstance(v, (int, np.integer)) else v
+
+    return {name: plain(v) for name, v in _spec(structure, d_in, d_out, spec).items()}
 
 
 def _tensor_sizes(d_in: int, d_out: int, spec: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
