@@ -13,7 +13,7 @@ deltas on their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ __all__ = [
     "merge_adapters",
 ]
 
-Structure = Union[str, Callable[[int, int], LinearOperator]]
+Structure = str | Callable[[int, int], LinearOperator]
 """A structure name, or `make(in_features, out_features) -> LinearOperator` returning
 any `out_features x in_features` operator expression."""
 

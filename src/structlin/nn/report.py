@@ -145,7 +145,9 @@ class SurgeryReport:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [f"{self.action}: {len(self.changes)} edited, {len(self.skipped)} skipped"]
         for i, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+            lines.append(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
             if i == 0 or (self.changes and i == len(rows) - 2):
                 lines.append("  ".join("-" * w for w in widths))
         for s in self.skipped:
@@ -170,9 +172,7 @@ def _total(values: Any) -> str:
 
 def parameter_count(module: nn.Module, trainable_only: bool = False) -> int:
     """Parameters of `module`, each shared one counted once."""
-    return sum(
-        p.numel() for p in module.parameters() if p.requires_grad or not trainable_only
-    )
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def macs_per_token(module: nn.Module, in_features: int) -> int | None:

@@ -15,13 +15,13 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from torch import nn
 
 __all__ = ["Candidate", "Filter", "Selection", "select"]
 
-Filter = Union[Callable[[str, nn.Module], bool], str, Sequence[str], None]
+Filter = Callable[[str, nn.Module], bool] | str | Sequence[str] | None
 """Which layers to edit: `None` (all), a callable `filter(name, module) -> bool`, a
 pattern string, or a list of patterns. A pattern matches a qualified module name
 that equals it, ends with `"." + pattern` (`"c_fc"` matches `"transformer.h.0.mlp.c_fc"`,

@@ -26,7 +26,7 @@ from structlin import pytree
 from structlin.backends import get_backend
 from structlin.nn import dense_layers, selection
 from structlin.nn.adapters import Adapter
-from structlin.nn.linear import _BUFFER, _CONST, _PARAM, Linear
+from structlin.nn.linear import _CONST, _PARAM, Linear
 from structlin.nn.report import LayerChange, SurgeryReport, macs_per_token, parameter_count
 
 __all__ = ["apply_structure", "from_pretrained", "record_structure", "structure_spec"]
@@ -150,7 +150,7 @@ def _encode_static(name: str, value: Any) -> Any:
         return {"torch_dtype": str(value).removeprefix("torch.")}
     if isinstance(value, torch.device):
         return {"device": str(value)}
-    if isinstance(value, type) and issubclass(value, np.generic) or isinstance(value, np.dtype):
+    if (isinstance(value, type) and issubclass(value, np.generic)) or isinstance(value, np.dtype):
         return {"numpy_dtype": np.dtype(value).name}
     backend_name = getattr(value, "name", None)
     if isinstance(backend_name, str) and type(value).__module__.startswith("structlin.backends"):
