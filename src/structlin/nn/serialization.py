@@ -12,7 +12,6 @@ description.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -341,94 +340,80 @@ def record_structure(model: nn.Module) -> None:
         delattr(config, CONFIG_KEY)
 
 
-def _load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The state dict `save_pretrained` wrote into directory `path`."""
-    path = os.fspath(path)
-    single = os.path.join(path, "model.safetensors")
-    index = os.path.join(path, "model.safetensors.index.json")
-    legacy = os.path.join(path, "pytorch_model.bin")
-    if os.path.exists(single) or os.path.exists(index):
-        from safetensors.torch import load_file
-
-        if os.path.exists(single):
-            return load_file(single)
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for file in files:
-            state.update(load_file(os.path.join(path, file)))
-        return state
-    if os.path.exists(legacy):
-        return torch.load(legacy, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(
-        f"from_pretrained: no model.safetensors, model.safetensors.index.json or "
-        f"pytorch_model.bin in {path!r}; give the directory save_pretrained wrote"
-    )
-
-
-def from_pretrained(
-    model_class: Any,
-    path: str | os.PathLike[str],
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> nn.Module:
+def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
     """Load a structured Hugging Face model that `save_pretrained` saved.
 
     `transformers`' own `from_pretrained` builds the dense architecture of the
-    config and cannot fill structured layers: it would start them from random dense
-    weights. This builds the model from the saved config, rebuilds its structured
-    layers and adapters from `config.structlin` (written by
-    [`replace_linear`][structlin.nn.replace_linear] and the other surgery calls)
-    with [`apply_structure`][structlin.nn.apply_structure], and loads every saved
-    tensor, checking that each parameter is either loaded or tied to one that is.
-    The model is returned in eval mode, as `transformers` does.
+    config, so it cannot fill structured layers: it would start them from random
+    dense weights and only report the mismatch. This runs the same
+    `from_pretrained` (so checkpoint formats, renamed keys, `dtype`, `device_map`
+    and tied weights are handled as `transformers` handles them) on the model
+    class with its structured layers and adapters rebuilt from the saved
+    `config.structlin` (written by [`replace_linear`][structlin.nn.replace_linear]
+    and the other surgery calls) by [`apply_structure`][structlin.nn.apply_structure]
+    as soon as the model is constructed. It then checks that every tensor of the
+    checkpoint found its place and no parameter was left unloaded. The model is
+    returned in eval mode, as `transformers` returns it, and of class `model_class`
+    (the concrete class for an auto class).
 
     Args:
         model_class: The model class that was saved (`GPT2LMHeadModel`), or an auto
             class (`AutoModelForCausalLM`).
-        path: The directory `save_pretrained` wrote (local; nothing is downloaded).
-        dtype: Cast the model to this dtype after loading.
-        device: Move the model to this device after loading.
+        path: The directory `save_pretrained` wrote (or anything `transformers`'
+            `from_pretrained` takes; nothing is downloaded here).
+        **kwargs: Passed to `model_class.from_pretrained` (`dtype=torch.bfloat16`,
+            `device_map=...`, model constructor arguments such as
+            `add_pooling_layer=False`).
 
     Raises:
         ValueError: the saved config has no `structlin` entry (load a dense model
-            with `model_class.from_pretrained`), or the checkpoint does not fit.
-        FileNotFoundError: `path` holds no checkpoint.
+            with `model_class.from_pretrained`), or the checkpoint does not fit the
+            structured model (missing, unexpected or mis-shaped tensors).
 
     Example:
         ```python
-        report = snn.replace_linear(gpt2, "monarch", filter="mlp.*", project=True)
+        report = snn.replace_linear(gpt2, "monarch", filter="*.mlp.*", project=True)
         gpt2.save_pretrained("gpt2-monarch")
         reloaded = snn.from_pretrained(GPT2LMHeadModel, "gpt2-monarch")
         ```
     """
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(os.fspath(path))
+    config = kwargs.pop("config", None) or AutoConfig.from_pretrained(os.fspath(path))
     spec = getattr(config, CONFIG_KEY, None)
+    mapping = getattr(model_class, "_model_mapping", None)
+    concrete = mapping[type(config)] if mapping is not None else model_class
     if spec is None:
         raise ValueError(
             f"from_pretrained: the config in {os.fspath(path)!r} has no {CONFIG_KEY!r} entry, "
             "so the model has no structured layers; load it with "
-            f"{getattr(model_class, '__name__', 'the model class')}.from_pretrained"
+            f"{concrete.__name__}.from_pretrained"
         )
-    if hasattr(model_class, "from_config"):  # an auto class
-        model = model_class.from_config(config)
-    else:
-        model = model_class(config)
-    apply_structure(model, spec)
-    state = _load_checkpoint(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {id(t) for k, t in model.state_dict(keep_vars=True).items() if k in state}
-    current = model.state_dict(keep_vars=True)
-    untied = [k for k in missing if id(current[k]) not in loaded]
-    if untied or unexpected:
+
+    class Structured(concrete):  # the saved class, structured as soon as it is built
+        def __init__(self, *args: Any, **init_kwargs: Any):
+            super().__init__(*args, **init_kwargs)
+            apply_structure(self, spec)
+
+    # transformers picks a checkpoint's key renamings (ViT's legacy names, say) by the
+    # class's name and module, and treats classes defined elsewhere as custom code.
+    Structured.__name__ = Structured.__qualname__ = concrete.__name__
+    Structured.__module__ = concrete.__module__
+    model, info = Structured.from_pretrained(
+        path, config=config, output_loading_info=True, **kwargs
+    )
+    model.__class__ = concrete
+    problems = {
+        key: sorted(info.get(key) or ())
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        if info.get(key)
+    }
+    if problems:
+        details = "; ".join(
+            f"{key.replace('_', ' ')}: {value[:5]}" for key, value in problems.items()
+        )
         raise ValueError(
             f"from_pretrained: the checkpoint in {os.fspath(path)!r} does not fit "
-            f"{type(model).__name__} with its structure: missing {untied[:5]}, unexpected "
-            f"{list(unexpected)[:5]}"
+            f"{concrete.__name__} with the structure its config describes ({details})"
         )
-    if dtype is not None or device is not None:
-        model.to(dtype=dtype, device=device)
-    return model.eval()
+    return model
