@@ -75,7 +75,7 @@ class SurgeryReport:
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
         >>> report = snn.replace_linear(mlp, "monarch", nblocks=4)
         >>> len(report), report["0"].params_before, report["0"].params_after
-        (2, 16640, 8448)
+        (2, 16640, 5376)
     """
 
     action: str

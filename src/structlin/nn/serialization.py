@@ -12,6 +12,7 @@ description.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -53,7 +54,8 @@ def structure_spec(model: nn.Module) -> dict[str, Any]:
         >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.replace_linear(model, "monarch", nblocks=4)
         >>> spec = snn.structure_spec(model)
-        >>> spec["layers"]["0"]["structure"], spec["layers"]["0"]["spec"]
+        >>> entry = spec["layers"].get("0")  # a layer's description, by its name
+        >>> entry["structure"], entry["spec"]
         ('monarch', {'nblocks': 4})
         >>> fresh = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.apply_structure(fresh, json.loads(json.dumps(spec)))
@@ -333,11 +335,17 @@ def record_structure(model: nn.Module) -> None:
     config = _hf_config(model)
     if config is None:
         return
+    # Models built from one config object share it: the edited model gets its own copy,
+    # so that recording its structure never describes a sibling that was not edited.
+    own = copy.deepcopy(config)
+    for module in model.modules():
+        if getattr(module, "config", None) is config:
+            module.config = own
     spec = structure_spec(model)
     if spec["layers"]:
-        setattr(config, CONFIG_KEY, spec)
-    elif hasattr(config, CONFIG_KEY):
-        delattr(config, CONFIG_KEY)
+        setattr(own, CONFIG_KEY, spec)
+    elif hasattr(own, CONFIG_KEY):
+        delattr(own, CONFIG_KEY)
 
 
 def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
