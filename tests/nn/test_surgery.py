@@ -213,6 +213,67 @@ def test_weight_property_is_the_applied_matrix():
     assert "weight" not in dict(layer.named_parameters())
 
 
+def test_weight_property_refuses_writes():
+    layer = snn.Linear(16, 8, "monarch", nblocks=2)
+    for write in (
+        lambda w: w.add_(1),
+        lambda w: w.normal_(),
+        lambda w: w.__setitem__(0, 1.0),
+        lambda w: torch.add(w, 1, out=w),
+        lambda w: w.copy_(torch.zeros(8, 16)),
+    ):
+        with pytest.raises(RuntimeError, match="computed from its parameters"):
+            write(layer.weight)
+    assert type(layer.weight * 2) is torch.Tensor  # results are plain tensors
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(torch.nn.functional.linear(x, layer.weight, layer.bias), layer(x))
+    adapter = snn.Adapter(torch.nn.Linear(16, 8), snn.Linear(16, 8, "lowrank", rank=2, bias=False))
+    with pytest.raises(RuntimeError, match="computed from its parameters"):
+        adapter.weight.zero_()
+
+
+def test_projection_of_half_precision_and_non_finite_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32)).bfloat16()
+    W = model[0].weight.detach().float()
+    snn.replace_linear(model, "monarch", nblocks=4, project=True)
+    assert model[0].blocks_0.dtype == torch.bfloat16
+    expected = sl.project(W, sl.Monarch, blocks=sl.Monarch.layout(32, 32, 4)).to_dense()
+    torch.testing.assert_close(model[0].weight.float(), expected, rtol=2e-2, atol=2e-2)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        snn.replace_linear(model, "lowrank", rank=2, project=True)
+    assert type(model[0]) is torch.nn.Linear
+
+
+def test_what_surgery_passes_over():
+    with pytest.raises(TypeError, match=r"needs a torch\.nn\.Module"):
+        snn.replace_linear("model", "monarch")
+    with pytest.raises(TypeError, match=r"needs a torch\.nn\.Module"):
+        snn.densify(None)
+    lazy = torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.Linear(8, 8))
+    report = snn.replace_linear(lazy, "lowrank", rank=2)
+    assert [s.name for s in report.skipped] == ["0"]
+    assert "lazy" in report.skipped[0].reason
+    # The frozen base of an adapter is not a candidate for replacement.
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    snn.add_adapters(model, "lowrank", rank=2)
+    with pytest.warns(UserWarning, match="every matching layer was skipped"):
+        report = snn.replace_linear(model, "monarch", nblocks=2)
+    assert "merge_adapters" in report.skipped[0].reason
+    with pytest.warns(UserWarning, match="every matching layer was skipped"):
+        report = snn.densify(model)
+    assert isinstance(model[0], snn.Adapter)
+
+
+def test_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 16))
+    snn.replace_linear(model, "lowrank", rank=2, project=True, progress=True)
+    assert "replace_linear (lowrank)" in capsys.readouterr().err
+
+
 def test_report_table_and_dict():
     model = hf_models.gpt2()
     report = snn.replace_linear(model, "monarch", nblocks=4, project=True, filter="*.mlp.*")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from structlin.nn import dense_layers, selection
-from structlin.nn.linear import Linear
+from structlin.nn.linear import ComputedWeight, Linear
 from structlin.nn.report import LayerChange, SkippedLayer, SurgeryReport, macs_per_token
 from structlin.nn.selection import Filter, Tied
 from structlin.operator import LinearOperator
@@ -86,7 +86,8 @@ class Adapter(nn.Module):
     def weight(self) -> torch.Tensor:
         """The merged dense weight `W + Δ`, `(out_features, in_features)`, for code that
         reads `.weight`; computed on every access (see [`Linear.weight`][structlin.nn.Linear.weight])."""
-        return dense_layers.dense_weight(self.base) + self.delta.weight
+        merged = dense_layers.dense_weight(self.base) + self.delta.weight
+        return merged.as_subclass(ComputedWeight)
 
     @property
     def bias(self) -> torch.Tensor | None:

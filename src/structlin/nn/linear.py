@@ -212,11 +212,18 @@ class Linear(nn.Module):
                 "nothing to project; load its weights first, or build a fresh "
                 "structlin.nn.Linear(..., device='meta')"
             )
+        if not bool(torch.isfinite(W).all()):
+            raise ValueError(
+                f"Linear.from_linear: the {type(linear).__name__}'s weight has non-finite "
+                "entries (nan or inf), which no projection can fit; repair the weights first"
+            )
         d_out, d_in = W.shape
         with torch.no_grad():
-            op = structures.project_onto(W, structure, **spec)
+            # LAPACK's SVD takes no half precision: project in float32, store in W's dtype.
+            wide = W.float() if W.dtype in (torch.float16, torch.bfloat16) else W
+            op = structures.project_onto(wide, structure, **spec)
             bias = linear.bias.detach() if linear.bias is not None else False
-            layer = cls.from_operator(op, bias, weight_norm=weight_norm)
+            layer = cls.from_operator(op, bias, weight_norm=weight_norm, dtype=W.dtype)
         layer.structure = structure
         layer.spec = structures.complete_spec(structure, d_in, d_out, spec)
         layer.origin = dense_layers.qualified_name(type(linear))
@@ -459,11 +466,14 @@ class Linear(nn.Module):
 
         It is computed from the parameters on every access, differentiably: it
         costs `O(out_features * in_features)` memory and time, which the
-        structured forward pass never spends. It is not a parameter: writing into
-        it changes nothing (load weights with `load_state_dict`; to train a dense
-        matrix, [`densify`][structlin.nn.densify] the layer).
+        structured forward pass never spends. It is not a parameter, so writing
+        into it could change nothing: in-place operations on it (`copy_`,
+        `normal_`, `w[i] = ...`, `out=w`) raise a `RuntimeError` instead (load
+        weights with `load_state_dict`; to train a dense matrix,
+        [`densify`][structlin.nn.densify] the layer). `weight.data` is a plain
+        tensor, outside that check.
         """
-        return rules.to_dense(self.operator)
+        return rules.to_dense(self.operator).as_subclass(ComputedWeight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x @ W^T + b` for `x` of shape `(..., in_features)`."""
@@ -524,6 +534,43 @@ class Linear(nn.Module):
             self.bias is not None,
             self.weight_norm,
         )
+
+
+class ComputedWeight(torch.Tensor):
+    """The dense matrix a structured layer computes, handed to code that reads `.weight`:
+    a tensor like any other, except that writing into it in place raises, because the
+    write could never reach the layer's parameters. Results of operations on it are
+    plain tensors."""
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        in_place = (name.endswith("_") and not name.endswith("__")) or name in (
+            "__setitem__",
+            "__set__",
+            "__iadd__",
+            "__isub__",
+            "__imul__",
+            "__itruediv__",
+        )
+        writes_self = in_place and args and isinstance(args[0], ComputedWeight)
+        writes_out = any(isinstance(t, ComputedWeight) for t in _as_tuple(kwargs.get("out")))
+        if writes_self or writes_out:
+            raise RuntimeError(
+                f"{name}: a structured layer's .weight is computed from its parameters on "
+                "access, so writing into it would change nothing; load weights with "
+                "load_state_dict, write the parameters (layer.named_parameters()), or "
+                "structlin.nn.densify the layer to train a dense weight"
+            )
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,8 @@ def select(
         ValueError: the model itself is a candidate, or `tied` is not `"skip"` or `"untie"`.
         TypeError: a `filter` of the wrong type.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} needs a torch.nn.Module, got {type(model).__name__}")
     if tied not in ("skip", "untie"):
         raise ValueError(f"tied must be 'skip' or 'untie', got {tied!r}")
     matches, patterns = _matcher(filter)

@@ -387,6 +387,9 @@ def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: An
     """
     from transformers import AutoConfig
 
+    where = os.fspath(path)
+    if not os.path.isdir(where) and (os.path.isabs(where) or where.startswith(".")):
+        raise FileNotFoundError(f"from_pretrained: no directory {where!r}")
     config = kwargs.pop("config", None) or AutoConfig.from_pretrained(os.fspath(path))
     spec = getattr(config, CONFIG_KEY, None)
     mapping = getattr(model_class, "_model_mapping", None)
