@@ -158,3 +158,30 @@ def test_from_pretrained_with_an_auto_class_dtype_and_errors(tmp_path):
         snn.from_pretrained(type(model), tmp_path / "dense")
     with pytest.raises(FileNotFoundError, match="no directory"):
         snn.from_pretrained(type(model), tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("surgery", ["replace", "adapter"])
+def test_untied_gpt2_head_saves_and_reloads(surgery, tmp_path):
+    model = hf_models.gpt2().eval()
+    if surgery == "replace":
+        snn.replace_linear(model, "lowrank", rank=4, filter="lm_head", tied="untie")
+    else:
+        snn.add_adapters(model, "lowrank", rank=4, filter="lm_head", tied="untie")
+        with torch.no_grad():
+            model.lm_head.delta.U.normal_()
+        assert model.lm_head.base.weight is not model.transformer.wte.weight
+    assert model.config.tie_word_embeddings is False
+    tokens = {"input_ids": torch.randint(0, 96, (2, 8))}
+    expected = model(**tokens).logits
+    model.save_pretrained(tmp_path)
+    reloaded = snn.from_pretrained(type(model), tmp_path)
+    torch.testing.assert_close(reloaded(**tokens).logits, expected, rtol=0, atol=0)
+
+
+def test_models_sharing_a_config_object_stay_apart():
+    first, second = hf_models.gpt2(), None
+    second = type(first)(first.config)
+    snn.replace_linear(first, "monarch", nblocks=4, filter="*.mlp.*")
+    assert hasattr(first.config, "structlin")
+    assert not hasattr(second.config, "structlin")
+    assert first.transformer.config is first.config

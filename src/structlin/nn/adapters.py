@@ -12,6 +12,7 @@ deltas on their own.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -125,7 +126,8 @@ def add_adapters(
     The layers and their sharing rules are those of
     [`replace_linear`][structlin.nn.replace_linear] (`nn.Linear` and subclasses,
     Hugging Face `Conv1D`; shared modules wrapped once; tied layers skipped unless
-    `tied="untie"`). A named structure is initialised as a residual branch's
+    `tied="untie"`, which gives the adapter's frozen base its own copy of the shared
+    weight). A named structure is initialised as a residual branch's
     output (`zero_init_last`): the components that write the delta's output are
     zero, the others drawn at their μP scale, so gradients reach every component
     from the first step (LoRA's `B = 0`, `A` random, for `"lowrank"`). An operator
@@ -184,7 +186,11 @@ def add_adapters(
     report.skipped = [
         SkippedLayer(c.name, type(c.module).__name__, reason) for c, reason in chosen.skipped
     ]
-    built = [(c, Adapter(c.module, _delta(c.module, structure, spec))) for c in chosen.chosen]
+    built = []
+    for candidate in chosen.chosen:
+        # Untying gives the adapter's base its own copy of the shared parameters.
+        base = copy.deepcopy(candidate.module) if candidate.tied_to else candidate.module
+        built.append((candidate, Adapter(base, _delta(base, structure, spec))))
     for candidate, adapter in built:
         adapter.train(candidate.module.training)
         selection.set_module(model, candidate.names, adapter)

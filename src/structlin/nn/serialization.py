@@ -341,6 +341,12 @@ def record_structure(model: nn.Module) -> None:
     for module in model.modules():
         if getattr(module, "config", None) is config:
             module.config = own
+    # An output head that was structured (tied="untie") is no longer the embedding's
+    # transpose: transformers must not tie it again when the model is loaded.
+    get_output = getattr(model, "get_output_embeddings", None)
+    head = get_output() if callable(get_output) else None
+    if isinstance(head, (Linear, Adapter)) and getattr(own, "tie_word_embeddings", False):
+        own.tie_word_embeddings = False
     spec = structure_spec(model)
     if spec["layers"]:
         setattr(own, CONFIG_KEY, spec)
