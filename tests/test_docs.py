@@ -62,8 +62,14 @@ def modules() -> list[str]:
     return names
 
 
+# Modules that need an optional dependency beyond PyTorch and JAX, and which.
+OPTIONAL = {"structlin.nn.nnx": "flax"}
+
+
 @pytest.mark.parametrize("name", modules())
 def test_docstring_examples(name: str) -> None:
+    if name in OPTIONAL:
+        pytest.importorskip(OPTIONAL[name])
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
@@ -79,7 +85,9 @@ def test_every_public_name_has_an_api_page() -> None:
     api = "\n".join(p.read_text() for p in (ROOT / "docs" / "api").rglob("*.md"))
     documented = set(re.findall(r"^::: (structlin[\w.]*)", api, flags=re.MULTILINE))
     public = set()
-    for module_name in ("structlin", "structlin.nn", "structlin.nn.jax"):
+    for module_name in ("structlin", "structlin.nn", "structlin.nn.jax", "structlin.nn.nnx"):
+        if module_name in OPTIONAL and importlib.util.find_spec(OPTIONAL[module_name]) is None:
+            continue
         module = importlib.import_module(module_name)
         public |= {f"{module_name}.{name}" for name in module.__all__}
     public = {

@@ -1,6 +1,7 @@
 """Trainable structured layers with structure-aware μP.
 
-PyTorch layers live here; the JAX versions are in [`structlin.nn.jax`][structlin.nn.jax].
+PyTorch layers live here; the JAX versions are in [`structlin.nn.jax`][structlin.nn.jax]
+(pytrees) and [`structlin.nn.nnx`][structlin.nn.nnx] (`flax.nnx` modules).
 [`MonarchMixer`][structlin.nn.MonarchMixer] is a whole M2 block built from them: a
 sub-quadratic replacement for a Transformer block.
 The structure names and their options are in

@@ -9,31 +9,40 @@ updated layer. Its learnable leaves are the dense components `G_i` of `W`
 with `κ_i = (d_in / d_in^i) / k` for `k` learnable components and `η` the learning
 rate of a dense `d_out x d_in` layer. [`mup_lr_multipliers`][structlin.nn.jax.mup_lr_multipliers]
 collects the `κ_i` of every layer in a model into a pytree of floats and
-[`scale_by_mup`][structlin.nn.jax.scale_by_mup] applies them in an optax chain:
+[`scale_by_mup`][structlin.nn.jax.scale_by_mup] applies them in an optax chain;
+[`decay_mask`][structlin.nn.jax.decay_mask] keeps weight decay off vectors and
+scalars (biases, gains), as [`param_groups`][structlin.nn.param_groups] does in PyTorch:
 
 ```python
 import jax, optax
-from structlin.nn.jax import Linear, mup_lr_multipliers, scale_by_mup
+from structlin.nn.jax import Linear, decay_mask, mup_lr_multipliers, scale_by_mup
 
 k1, k2 = jax.random.split(jax.random.key(0))
 params = {"up": Linear.init(k1, 1024, 4096, "btt", rank=4),
           "down": Linear.init(k2, 4096, 1024, "btt", rank=4, zero_init_last=True)}
 tx = optax.chain(
     optax.scale_by_adam(),
-    optax.add_decayed_weights(0.1),  # optional; before scale_by_mup, as in PyTorch's AdamW groups
+    # optional; before scale_by_mup, as in PyTorch's AdamW groups; matrices only
+    optax.add_decayed_weights(0.1, mask=decay_mask),
     scale_by_mup(mup_lr_multipliers(params)),
     optax.scale(-1e-3),
 )
 ```
 
-Only JAX, NumPy and structlin are imported here; the PyTorch layers are in
-[`structlin.nn`][structlin.nn] and the structure names in
-[`structlin.nn.structures`][structlin.nn.structures].
+`mup_lr_multipliers` and `decay_mask` also take a `flax.nnx` model (or its
+`nnx.state(model, nnx.Param)`), whose structured layers are
+[`structlin.nn.nnx.Linear`][structlin.nn.nnx.Linear]: each `nnx.Param`'s μP role
+is read from its `mup` metadata.
+
+Only JAX, NumPy and structlin are imported here (flax only where a flax object
+is passed in); the PyTorch layers are in [`structlin.nn`][structlin.nn] and the
+structure names in [`structlin.nn.structures`][structlin.nn.structures].
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -50,6 +59,7 @@ from structlin.operator import LinearOperator
 __all__ = [
     "Linear",
     "mup_lr_multipliers",
+    "decay_mask",
     "scale_updates",
     "scale_by_mup",
     "ScaleByMup",
@@ -188,6 +198,20 @@ class Linear:
         for name, value in (("_meta", meta), ("_params", params), ("bias", bias), ("gains", gains)):
             object.__setattr__(layer, name, value)
         return layer
+
+    @classmethod
+    def _from_named(cls, meta: _Meta, named: Mapping[str, Any]) -> Linear:
+        """The layer of static data `meta` whose trained leaves are `named`, keyed as
+        [`named_parameters`][structlin.nn.jax.Linear.named_parameters] gives them
+        (the inverse of that method). No checks: the `flax.nnx` module calls it on
+        every forward pass, with its own `nnx.Param` values."""
+        mup = [n for n, s in zip(meta.names, meta.statics, strict=True) if s is None]
+        trained = iter([named[n] for n in mup])
+        params = pytree.tree_unflatten(
+            meta.treedef, [None if s is not None else next(trained) for s in meta.statics]
+        )
+        gains = tuple(named[f"{n}_gain"] for n in mup) if meta.weight_norm else ()
+        return cls._make(meta, params, named.get("bias"), gains)
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -569,6 +593,31 @@ def _is_linear(node: Any) -> bool:
     return isinstance(node, Linear)
 
 
+def _flax_nnx() -> Any:
+    """The `flax.nnx` module if something has imported it, else `None`.
+
+    A flax object can only exist once `flax.nnx` is imported, so looking in
+    `sys.modules` recognises one without this module ever importing flax.
+    """
+    return sys.modules.get("flax.nnx")
+
+
+def _nnx_params(nnx: Any, tree: Any) -> Any:
+    """`tree`, or the state of its `nnx.Param`s if it is a `flax.nnx` module: the
+    tree that `nnx.Optimizer(model, tx, wrt=nnx.Param)` hands to `tx`."""
+    if nnx is not None and isinstance(tree, nnx.Module):
+        return nnx.state(tree, nnx.Param)
+    return tree
+
+
+def _is_leaf_for(nnx: Any) -> Callable[[Any], bool]:
+    """Stop at layers and, when flax is in use, at `nnx.Variable`s (whose metadata is
+    read whole rather than flattened away)."""
+    if nnx is None:
+        return _is_linear
+    return lambda node: isinstance(node, (Linear, nnx.Variable))
+
+
 def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
     """Learning-rate multipliers for every leaf of `tree`: a pytree of Python floats.
 
@@ -582,17 +631,32 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
     `sqrt(d)/2`, low rank `d/(2r)` for `U` and `1/2` for `V`, two-core TT and BTT
     `sqrt(d)/(2r)` and `sqrt(d)/2`.
 
+    `tree` may also be a `flax.nnx` model, whose `nnx.Param`s are taken (as
+    `nnx.Optimizer(model, tx, wrt=nnx.Param)` takes them), or an `nnx.State` of
+    `nnx.Variable`s, such as `nnx.state(model, wrt)` for another `wrt`. A
+    variable with `mup` metadata (a [`MupInfo`][structlin.mup.MupInfo]; the
+    components of [`structlin.nn.nnx.Linear`][structlin.nn.nnx.Linear] have it)
+    gets its `κ_i`, every other one `1.0`; the result has the structure of the
+    plain-array updates the optimizer computes.
+
     Multiply a dense layer's learning rate `η` by them, with
     [`scale_by_mup`][structlin.nn.jax.scale_by_mup] in an optax chain or
     [`scale_updates`][structlin.nn.jax.scale_updates] by hand.
 
     Args:
-        tree: A pytree of arrays and layers.
+        tree: A pytree of arrays and layers, a `flax.nnx` module, or an
+            `nnx.State` of variables.
         optimizer: `"adam"` (Adam, AdamW and other entry-wise normalised optimizers)
             or `"sgd"`.
 
+    Returns:
+        A pytree of floats shaped like `tree`'s trained leaves (for an nnx model,
+        like `nnx.state(model, nnx.Param)` with its variables replaced by floats).
+
     Raises:
-        ValueError: an unknown `optimizer`.
+        ValueError: an unknown `optimizer`, or an `nnx.State` of plain arrays (the
+            μP metadata lives on the variables, which `nnx.as_pure` has removed).
+        TypeError: a variable's `mup` metadata is not a `MupInfo`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -607,10 +671,83 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
             f"unknown optimizer {optimizer!r}; choose 'adam' (also for AdamW) or 'sgd'"
         )
 
-    def one(node: Any) -> Any:
-        return node._multipliers(optimizer) if isinstance(node, Linear) else 1.0
+    nnx = _flax_nnx()
+    tree = _nnx_params(nnx, tree)
+    is_leaf = _is_leaf_for(nnx)
+    if nnx is not None and isinstance(tree, nnx.State):
+        leaves = jax.tree_util.tree_leaves(tree, is_leaf=is_leaf)
+        if leaves and not any(isinstance(leaf, nnx.Variable) for leaf in leaves):
+            # Every multiplier would silently be 1: refuse rather than train at the dense rate.
+            raise ValueError(
+                "mup_lr_multipliers got an nnx.State of plain arrays, which has lost the μP "
+                "metadata of its variables; pass the model or nnx.state(model, nnx.Param) "
+                "instead of a pure state"
+            )
+    attr = "sgd_lr_multiplier" if optimizer == "sgd" else "lr_multiplier"
 
-    return jax.tree_util.tree_map(one, tree, is_leaf=_is_linear)
+    def one(node: Any) -> Any:
+        if isinstance(node, Linear):
+            return node._multipliers(optimizer)
+        if nnx is not None and isinstance(node, nnx.Variable):
+            info = node.get_metadata().get("mup")
+            if info is None:
+                return 1.0
+            if not isinstance(info, MupInfo):
+                raise TypeError(
+                    f"the 'mup' metadata of an nnx variable must be a structlin.mup.MupInfo, "
+                    f"got {type(info).__name__}"
+                )
+            return float(getattr(info, attr))
+        return 1.0
+
+    return jax.tree_util.tree_map(one, tree, is_leaf=is_leaf)
+
+
+def decay_mask(tree: Any) -> Any:
+    """Which leaves weight decay should touch: `True` for matrices and batches of
+    matrices (`ndim >= 2`), `False` for vectors and scalars.
+
+    The rule of PyTorch's [`param_groups`][structlin.nn.param_groups]: structured
+    components and dense weights decay; biases, weight-normalisation gains and
+    the scales and offsets of norms do not. Give it to optax as the mask of the
+    decay, either called on the parameters or as the function itself (optax
+    calls it on the parameters then):
+
+        optax.adamw(lr, weight_decay=0.1, mask=decay_mask)
+        optax.add_decayed_weights(0.1, mask=decay_mask(params))
+
+    `tree` is any pytree of arrays and [`Linear`][structlin.nn.jax.Linear] layers
+    (the result has its structure, a layer becoming a layer of booleans), a
+    `flax.nnx` model (its `nnx.Param`s are taken, as `nnx.Optimizer(...,
+    wrt=nnx.Param)` takes them) or an `nnx.State`, of variables or of arrays
+    (each variable becomes one boolean).
+
+    Args:
+        tree: The parameters.
+
+    Returns:
+        A pytree of Python bools, a prefix of `tree`'s structure.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from structlin.nn.jax import Linear, decay_mask
+        >>> params = {"mlp": Linear.init(0, 64, 64, "monarch", weight_norm=True),
+        ...           "norm_scale": jnp.ones(64)}
+        >>> mask = decay_mask(params)
+        >>> mask["mlp"].named_parameters(), mask["norm_scale"]
+        ({'blocks_0': True, 'blocks_1': True, 'bias': False, 'blocks_0_gain': False, 'blocks_1_gain': False}, False)
+    """
+    nnx = _flax_nnx()
+    tree = _nnx_params(nnx, tree)
+
+    def one(leaf: Any) -> bool:
+        if nnx is not None and isinstance(leaf, nnx.Variable):
+            leaf = leaf.get_value()
+        # np.ndim reads `.ndim` first, so tracers and shape-only structs work too.
+        return bool(np.ndim(leaf) >= 2)
+
+    is_leaf = None if nnx is None else (lambda node: isinstance(node, nnx.Variable))
+    return jax.tree_util.tree_map(one, tree, is_leaf=is_leaf)
 
 
 def scale_updates(updates: Any, multipliers: Any) -> Any:
