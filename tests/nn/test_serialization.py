@@ -96,8 +96,11 @@ def test_apply_structure_refuses_what_does_not_fit():
     wrong = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(3)])
     with pytest.raises(ValueError, match="maps 8 -> 8 features"):
         snn.apply_structure(wrong, spec)
-    with pytest.raises(ValueError, match="not a dense layer"):
-        snn.apply_structure(model, spec)  # already structured
+    assert len(snn.apply_structure(model, spec)) == 0  # already structured: nothing to do
+    other = _dense_model()
+    snn.replace_linear(other, "lowrank", rank=2, filter="2")
+    with pytest.raises(ValueError, match="already a structured layer, but not the one"):
+        snn.apply_structure(other, spec)
     with pytest.raises(ValueError, match="needs the dict"):
         snn.apply_structure(_dense_model(), {"layers": {}})
     with pytest.raises(ValueError, match="newer"):

@@ -226,6 +226,33 @@ def _build_linear(name: str, entry: Mapping[str, Any], like: torch.Tensor) -> Li
     return layer
 
 
+def _already(model: nn.Module, name: str, entry: Mapping[str, Any]) -> bool:
+    """Whether layer `name` is already the structured layer `entry` describes (a model
+    built with structured layers, or a description applied twice)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return False
+    if isinstance(module, Adapter):
+        described = {
+            "type": "structlin.nn.Adapter",
+            "origin": dense_layers.qualified_name(type(module.base)),
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "delta": _describe_linear(name + ".delta", module.delta),
+        }
+    elif isinstance(module, Linear):
+        described = _describe_linear(name, module)
+    else:
+        return False
+    if {k: v for k, v in entry.items() if k != "aliases"} != described:
+        raise ValueError(
+            f"apply_structure: {name} is already a structured layer, but not the one the "
+            "description gives; apply it to a fresh dense copy of the model"
+        )
+    return True
+
+
 def _check_dense(model: nn.Module, name: str, entry: Mapping[str, Any]) -> nn.Module:
     try:
         module = model.get_submodule(name)
@@ -261,6 +288,8 @@ def apply_structure(model: nn.Module, spec: Mapping[str, Any]) -> SurgeryReport:
     the model they came from, so that `model.load_state_dict(saved)` then restores the
     trained model exactly.
 
+    Layers that already are the described structured layers (a model built with
+    them, or a description applied twice) are left as they are.
     Nothing is projected: the new layers are zero-filled, in the dtype and on the
     device of the dense layers they replace, until the state dict is loaded.
     Adapters are rebuilt around the dense layer, which keeps its values (and is
@@ -283,6 +312,8 @@ def apply_structure(model: nn.Module, spec: Mapping[str, Any]) -> SurgeryReport:
         )
     built = []
     for name, entry in spec["layers"].items():
+        if _already(model, name, entry):
+            continue
         module = _check_dense(model, name, entry)
         weight = dense_layers.dense_weight(module)
         if entry["type"] == "structlin.nn.Adapter":
@@ -404,7 +435,9 @@ def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: An
         raise ValueError(
             f"from_pretrained: the config in {os.fspath(path)!r} has no {CONFIG_KEY!r} entry, "
             "so the model has no structured layers; load it with "
-            f"{concrete.__name__}.from_pretrained"
+            f"{concrete.__name__}.from_pretrained. (Surgery records the structure in the "
+            "config of the model it is given: edit the whole model, choosing layers with "
+            "filter, rather than a submodule such as model.transformer.)"
         )
 
     class Structured(concrete):  # the saved class, structured as soon as it is built
