@@ -28,7 +28,16 @@ sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 
 # Module names; `cola_monarch`, not `cola`, which would shadow the CoLA package itself.
-BENCHMARKS = ("matmat", "cola_monarch", "algebra", "projection", "dispatch", "layers", "sharding")
+BENCHMARKS = (
+    "matmat",
+    "cola_monarch",
+    "algebra",
+    "projection",
+    "dispatch",
+    "layers",
+    "adapters",
+    "sharding",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
