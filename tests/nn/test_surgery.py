@@ -342,3 +342,13 @@ def test_conv1d_from_linear_orientation():
     torch.testing.assert_close(layer(x), conv(x), rtol=1e-6, atol=1e-6)
     assert layer.origin == dense_layers.CONV1D
     np.testing.assert_allclose(layer.weight.detach().numpy(), conv.weight.detach().numpy().T)
+
+
+def test_param_groups_width_transfer_covers_conv1d():
+    model = hf_models.gpt2()  # n_embd 32: c_attn and c_fc read 32 features, mlp.c_proj 128
+    snn.replace_linear(model, "monarch", nblocks=4, filter="mlp.c_fc")
+    groups = snn.param_groups(model, lr=1e-3, base_fan_in=16)
+    lr = {name: group["lr"] for group in groups for name in group["names"]}
+    assert lr["transformer.h.0.attn.c_attn.weight"] == pytest.approx(1e-3 * 16 / 32)
+    assert lr["transformer.h.0.mlp.c_proj.weight"] == pytest.approx(1e-3 * 16 / 128)
+    assert lr["transformer.h.0.mlp.c_fc.blocks_0"] == pytest.approx(1e-3 * 2.0 * 16 / 32)

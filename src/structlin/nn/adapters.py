@@ -150,8 +150,9 @@ def add_adapters(
         **spec: The structure's options (`nblocks=4`, `rank=8`, ...); none with a callable.
 
     Returns:
-        A [`SurgeryReport`][structlin.nn.SurgeryReport]; `params_after` counts the
-        delta's parameters, `macs_after` the adapter's (base and delta).
+        A [`SurgeryReport`][structlin.nn.SurgeryReport]; `params_after` and
+        `macs_after` are those of the whole adapter (base and delta), and each row's
+        note gives the delta's (trainable) parameter count.
 
     Example:
         >>> import torch, structlin.nn as snn
@@ -216,10 +217,13 @@ def add_adapters(
                 structure=delta.structure,
                 spec=dict(delta.spec),
                 params_before=sum(p.numel() for p in candidate.module.parameters()),
-                params_after=sum(p.numel() for p in delta.parameters()),
+                params_after=sum(p.numel() for p in adapter.parameters()),
                 macs_before=delta.in_features * delta.out_features,
                 macs_after=macs_per_token(adapter, delta.in_features),
-                note=f"untied from {', '.join(candidate.tied_to)}" if candidate.tied_to else "",
+                note="; ".join(
+                    [f"{sum(p.numel() for p in delta.parameters()):,} trainable (the delta)"]
+                    + ([f"untied from {', '.join(candidate.tied_to)}"] if candidate.tied_to else [])
+                ),
             )
         )
     from structlin.nn.serialization import record_structure
@@ -261,7 +265,9 @@ def _delta(base: nn.Module, structure: Structure, spec: dict[str, Any]) -> Linea
 def merge_adapters(model: nn.Module, *, filter: Filter = None) -> SurgeryReport:
     """Fold, in place, every [`Adapter`][structlin.nn.Adapter] that `filter` matches into a
     dense layer of its base's class with weight `W + Δ` (exact: the delta's dense
-    matrix is added once), trainable as the base was.
+    matrix is added once), trainable as the base was: after
+    [`add_adapters`][structlin.nn.add_adapters] with `freeze=True` the merged model is
+    entirely frozen, so call `model.requires_grad_(True)` to train all of it on.
 
     Returns:
         A [`SurgeryReport`][structlin.nn.SurgeryReport].

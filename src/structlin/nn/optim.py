@@ -7,6 +7,7 @@ from typing import Any, Literal
 from torch import nn
 
 from structlin.mup import MupInfo
+from structlin.nn import dense_layers
 from structlin.nn.linear import Linear
 
 __all__ = ["mup_lr_multipliers", "param_groups"]
@@ -73,7 +74,8 @@ def param_groups(
     `requires_grad=False` are left out. Each group also holds its `mup_multiplier`
     and the `names` of its parameters (optimizers keep extra keys).
 
-    With `base_fan_in = d_0`, weights of structured and `nn.Linear` layers are
+    With `base_fan_in = d_0`, weights of structured and dense layers (`nn.Linear`,
+    Hugging Face's `Conv1D`) are
     further scaled by `d_0 / d_in` (the μP width transfer `η = η_0 d_0 / d_in` of
     Section 3.3), so `lr` is the rate tuned at width `d_0`. Adam only.
 
@@ -130,9 +132,10 @@ def param_groups(
 
 
 def _dense_fan_ins(module: nn.Module) -> dict[str, int]:
-    """`in_features` of every `nn.Linear` weight, by qualified name."""
+    """`in_features` of every dense layer's weight (`nn.Linear` and Hugging Face's
+    `Conv1D`, whose weight is stored transposed), by qualified name."""
     return {
-        f"{prefix}.weight" if prefix else "weight": child.in_features
+        f"{prefix}.weight" if prefix else "weight": dense_layers.features(child)[0]
         for prefix, child in module.named_modules()
-        if isinstance(child, nn.Linear)
+        if dense_layers.dense_kind(child) is not None
     }

@@ -27,7 +27,7 @@ class LayerChange:
         structure: The structure name (`"dense"` after densifying or merging).
         spec: The structure's options, defaults filled in.
         params_before: Parameters of the layer before (weight and bias).
-        params_after: Parameters after; for an adapter, the trainable ones it adds.
+        params_after: Parameters after (for an adapter, base and delta together).
         macs_before: Multiply-adds per token (per input row) before.
         macs_after: Multiply-adds per token after, counted by running the layer on one
             row under `torch.utils.flop_counter` (`None` where that could not run).
@@ -142,7 +142,9 @@ class SurgeryReport:
                     "",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        if all(c.projection_error is None for c in self.changes):
+            rows = [row[:-1] for row in rows]  # nothing was projected
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [f"{self.action}: {len(self.changes)} edited, {len(self.skipped)} skipped"]
         for i, row in enumerate(rows):
             lines.append(
