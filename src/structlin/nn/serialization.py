@@ -341,7 +341,7 @@ def apply_structure(model: nn.Module, spec: Mapping[str, Any]) -> SurgeryReport:
                 structure=inner.structure,
                 spec=dict(inner.spec),
                 params_before=parameter_count(module),
-                params_after=parameter_count(inner),
+                params_after=parameter_count(new),
                 macs_before=inner.in_features * inner.out_features,
                 macs_after=macs_per_token(new, inner.in_features),
             )
