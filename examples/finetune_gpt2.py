@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.disable_progress_bar()  # of writing the checkpoint
         projected.save_pretrained(folder)
-        reloaded = snn.from_pretrained(type(projected), folder, device=device)
+        reloaded = snn.from_pretrained(type(projected), folder).to(device)
         saved_change = max_logit_change(projected.eval(), reloaded, probe)
     print(f"  (a) save_pretrained, then structlin.nn.from_pretrained: {saved_change:.1e}")
     changes = {"merging": merged_change, "densifying": densify_change, "reloading": saved_change}
