@@ -72,13 +72,13 @@ def _matcher(filter: Filter) -> tuple[Callable[[str, nn.Module], bool], list[str
         patterns = [filter]
     elif callable(filter):
         return filter, []
-    elif isinstance(filter, Iterable) and all(isinstance(p, str) for p in filter):
-        patterns = list(filter)
     else:
-        raise TypeError(
-            "filter must be None, a callable filter(name, module) -> bool, a pattern string or "
-            f"a list of pattern strings, got {type(filter).__name__}"
-        )
+        patterns = list(filter) if isinstance(filter, Iterable) else []  # once: may be a generator
+        if not isinstance(filter, Iterable) or not all(isinstance(p, str) for p in patterns):
+            raise TypeError(
+                "filter must be None, a callable filter(name, module) -> bool, a pattern string "
+                f"or a list of pattern strings, got {type(filter).__name__}"
+            )
     return (lambda name, module: any(_pattern_matches(p, name) for p in patterns)), patterns
 
 
