@@ -21,7 +21,14 @@ from torch import nn
 
 from structlin.nn import dense_layers, selection
 from structlin.nn.linear import ComputedWeight, Linear
-from structlin.nn.report import LayerChange, SkippedLayer, SurgeryReport, macs_per_token
+from structlin.nn.report import (
+    LayerChange,
+    SkippedLayer,
+    SurgeryReport,
+    densified_change,
+    macs_per_token,
+    parameter_count,
+)
 from structlin.nn.selection import Filter, Tied
 from structlin.operator import LinearOperator
 
@@ -216,12 +223,12 @@ def add_adapters(
                 shape=(delta.out_features, delta.in_features),
                 structure=delta.structure,
                 spec=dict(delta.spec),
-                params_before=sum(p.numel() for p in candidate.module.parameters()),
-                params_after=sum(p.numel() for p in adapter.parameters()),
+                params_before=parameter_count(candidate.module),
+                params_after=parameter_count(adapter),
                 macs_before=delta.in_features * delta.out_features,
                 macs_after=macs_per_token(adapter, delta.in_features),
                 note="; ".join(
-                    [f"{sum(p.numel() for p in delta.parameters()):,} trainable (the delta)"]
+                    [f"{parameter_count(delta):,} trainable (the delta)"]
                     + ([f"untied from {', '.join(candidate.tied_to)}"] if candidate.tied_to else [])
                 ),
             )
@@ -291,20 +298,9 @@ def merge_adapters(model: nn.Module, *, filter: Filter = None) -> SurgeryReport:
     built = [(c, c.module.merged()) for c in chosen.chosen]
     for candidate, dense in built:
         adapter = candidate.module
+        before = f"Adapter({adapter.delta.structure})"
         report.changes.append(
-            LayerChange(
-                name=candidate.name,
-                aliases=candidate.names[1:],
-                before=f"Adapter({adapter.delta.structure})",
-                after=type(dense).__name__,
-                shape=(adapter.out_features, adapter.in_features),
-                structure="dense",
-                spec={},
-                params_before=sum(p.numel() for p in adapter.parameters()),
-                params_after=sum(p.numel() for p in dense.parameters()),
-                macs_before=macs_per_token(adapter, adapter.in_features),
-                macs_after=adapter.in_features * adapter.out_features,
-            )
+            densified_change(candidate.name, candidate.names[1:], before, adapter, dense)
         )
         selection.set_module(model, candidate.names, dense)
     from structlin.nn.serialization import record_structure

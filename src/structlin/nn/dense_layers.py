@@ -17,7 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CONV1D", "LINEAR", "dense_kind", "dense_weight", "make_dense", "qualified_name"]
+__all__ = [
+    "CONV1D",
+    "LINEAR",
+    "bias_of",
+    "dense_kind",
+    "dense_weight",
+    "features",
+    "make_dense",
+    "qualified_name",
+]
 
 LINEAR = "torch.nn.Linear"
 CONV1D = "transformers.pytorch_utils.Conv1D"

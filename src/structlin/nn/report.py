@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from structlin.nn import dense_layers
+
 __all__ = ["LayerChange", "SkippedLayer", "SurgeryReport"]
 
 
@@ -170,6 +172,26 @@ def _count(n: int | None) -> str:
 def _total(values: Any) -> str:
     values = list(values)
     return "?" if any(v is None for v in values) else f"{sum(values):,}"
+
+
+def densified_change(
+    name: str, aliases: tuple[str, ...], before: str, old: nn.Module, dense: nn.Module
+) -> LayerChange:
+    """The row for a layer (structured, or an adapter) that became the dense layer `dense`."""
+    d_in, d_out = dense_layers.features(dense)
+    return LayerChange(
+        name=name,
+        aliases=aliases,
+        before=before,
+        after=type(dense).__name__,
+        shape=(d_out, d_in),
+        structure="dense",
+        spec={},
+        params_before=parameter_count(old),
+        params_after=parameter_count(dense),
+        macs_before=macs_per_token(old, d_in),
+        macs_after=d_in * d_out,
+    )
 
 
 def parameter_count(module: nn.Module, trainable_only: bool = False) -> int:

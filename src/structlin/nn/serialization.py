@@ -75,19 +75,21 @@ def structure_spec(model: nn.Module) -> dict[str, Any]:
         if key in inside_adapter:
             continue
         first, *aliases = names[key]
-        if isinstance(module, Adapter):
-            entry = {
-                "type": "structlin.nn.Adapter",
-                "origin": dense_layers.qualified_name(type(module.base)),
-                "in_features": module.in_features,
-                "out_features": module.out_features,
-                "delta": _describe_linear(first + ".delta", module.delta),
-            }
-        else:
-            entry = _describe_linear(first, module)
-        entry["aliases"] = aliases
-        layers[first] = entry
+        layers[first] = {**_describe(first, module), "aliases": aliases}
     return {"format": FORMAT, "version": VERSION, "layers": layers}
+
+
+def _describe(name: str, module: Linear | Adapter) -> dict[str, Any]:
+    """The description of one structured layer or adapter (without its aliases)."""
+    if isinstance(module, Adapter):
+        return {
+            "type": "structlin.nn.Adapter",
+            "origin": dense_layers.qualified_name(type(module.base)),
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "delta": _describe_linear(name + ".delta", module.delta),
+        }
+    return _describe_linear(name, module)
 
 
 def _describe_linear(name: str, layer: Linear) -> dict[str, Any]:
@@ -233,19 +235,9 @@ def _already(model: nn.Module, name: str, entry: Mapping[str, Any]) -> bool:
         module = model.get_submodule(name)
     except AttributeError:
         return False
-    if isinstance(module, Adapter):
-        described = {
-            "type": "structlin.nn.Adapter",
-            "origin": dense_layers.qualified_name(type(module.base)),
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "delta": _describe_linear(name + ".delta", module.delta),
-        }
-    elif isinstance(module, Linear):
-        described = _describe_linear(name, module)
-    else:
+    if not isinstance(module, (Linear, Adapter)):
         return False
-    if {k: v for k, v in entry.items() if k != "aliases"} != described:
+    if {k: v for k, v in entry.items() if k != "aliases"} != _describe(name, module):
         raise ValueError(
             f"apply_structure: {name} is already a structured layer, but not the one the "
             "description gives; apply it to a fresh dense copy of the model"

@@ -21,6 +21,7 @@ from structlin.nn.report import (
     LayerChange,
     SkippedLayer,
     SurgeryReport,
+    densified_change,
     macs_per_token,
     parameter_count,
 )
@@ -200,20 +201,9 @@ def densify(model: nn.Module, *, filter: Filter = None, tied: Tied = "skip") -> 
         built.append((candidate, dense))
     for candidate, dense in built:
         layer = candidate.module
+        before = f"structlin.Linear({layer.structure})"
         report.changes.append(
-            LayerChange(
-                name=candidate.name,
-                aliases=candidate.names[1:],
-                before=f"structlin.Linear({layer.structure})",
-                after=type(dense).__name__,
-                shape=(layer.out_features, layer.in_features),
-                structure="dense",
-                spec={},
-                params_before=parameter_count(layer),
-                params_after=parameter_count(dense),
-                macs_before=macs_per_token(layer, layer.in_features),
-                macs_after=layer.in_features * layer.out_features,
-            )
+            densified_change(candidate.name, candidate.names[1:], before, layer, dense)
         )
         selection.set_module(model, candidate.names, dense)
     from structlin.nn.serialization import record_structure
