@@ -160,7 +160,6 @@ def test_filter_forms(filter, expected):
 def test_shared_module_is_structured_once():
     shared = torch.nn.Linear(16, 16)
     model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
-    x = torch.randn(3, 16)
     report = snn.replace_linear(model, "monarch", nblocks=4, project=True)
     assert len(report) == 1
     assert report["0"].aliases == ("2",)
@@ -179,7 +178,6 @@ def test_shared_module_is_structured_once():
     assert any("every matching layer was skipped" in m for m in messages)
     assert len(report) == 0
     assert len(report.skipped) == 2
-    del x
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
