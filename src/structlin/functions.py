@@ -366,7 +366,7 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
             class, or it has no projection.
         ValueError: `W` is not 2-D, or its shape does not fit the spec.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> W = np.random.default_rng(0).standard_normal((8, 8))
         >>> B = sl.project(W, sl.BlockDiag, nblocks=2)

@@ -161,7 +161,7 @@ def add_adapters(
         `macs_after` are those of the whole adapter (base and delta), and each row's
         note gives the delta's (trainable) parameter count.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
         >>> x = torch.randn(3, 64)
@@ -279,7 +279,7 @@ def merge_adapters(model: nn.Module, *, filter: Filter = None) -> SurgeryReport:
     Returns:
         A [`SurgeryReport`][structlin.nn.SurgeryReport].
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.add_adapters(mlp, "lowrank", rank=4)

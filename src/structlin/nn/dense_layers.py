@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 LINEAR = "torch.nn.Linear"
+"""What `dense_kind` names an `nn.Linear` (or subclass): its class's public path."""
 CONV1D = "transformers.pytorch_utils.Conv1D"
+"""What `dense_kind` names a Hugging Face `Conv1D` (or subclass): its class's public path."""
 
 
 def qualified_name(cls: type) -> str:

@@ -49,7 +49,7 @@ def structure_spec(model: nn.Module) -> dict[str, Any]:
     expression round-trips, not only the named structures. No weights: they are in
     the state dict.
 
-    Example:
+    Examples:
         >>> import json, torch, structlin.nn as snn
         >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.replace_linear(model, "monarch", nblocks=4)
@@ -407,7 +407,7 @@ def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: An
             with `model_class.from_pretrained`), or the checkpoint does not fit the
             structured model (missing, unexpected or mis-shaped tensors).
 
-    Example:
+    Examples:
         ```python
         report = snn.replace_linear(gpt2, "monarch", filter="*.mlp.*", project=True)
         gpt2.save_pretrained("gpt2-monarch")

@@ -33,7 +33,7 @@ class Permutation(LinearOperator):
         ValueError: `perm` is not 1-D or not a permutation of `0..n-1` (checked
             whenever the values are concrete, i.e. everywhere but inside a JAX trace).
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> P = sl.Permutation(np.array([2, 0, 1]))
         >>> P @ np.array([10.0, 20.0, 30.0])
