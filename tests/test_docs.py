@@ -165,6 +165,7 @@ class Page(HTMLParser):
         self.stack: list[tuple[str, frozenset[str], int]] = []  # tag, classes, serial number
         self.texts: list[tuple[str, tuple[tuple[str, frozenset[str], int], ...]]] = []
         self.links: list[str] = []  # every <a href>
+        self.tags: list[str] = []  # every element's tag, in order
         self.ids: list[str] = []
         self.resources: list[str] = []  # script src, stylesheet/font/icon href, img src
         self.feed(html)
@@ -172,6 +173,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
+        self.tags.append(tag)
         if values.get("id"):
             self.ids.append(values["id"])
         if tag in ("script", "img", "iframe") and values.get("src"):
@@ -335,3 +337,124 @@ def test_cited_repository_files_are_links_that_exist(site_pages: dict[str, Page]
             unlinked[name] = sorted(paths - linked)
     assert not missing, f"the site links files that do not exist: {sorted(missing)}"
     assert not unlinked, f"files cited and never linked: {unlinked}"
+
+
+# -- the site in a browser with the network off --------------------------------------------------
+# What a reader offline (or behind a firewall) sees: headless Chromium loads pages from a local
+# server with every other host unreachable, runs MathJax, and the test reads the rendered DOM.
+# Skipped where Chromium is not installed, except in CI (CI=true), where it must run.
+
+BROWSER_PAGES = {
+    "home": "index.html",
+    "guide": "guides/structures/index.html",  # the guide with the most math
+    "api": "api/Monarch/index.html",
+}
+# Appended to a copy of a page: once MathJax has typeset, report what a reader would notice
+# (display equations wider than the text column) and whether an outside host was reachable.
+PROBE = """<script>
+window.addEventListener("load", async () => {
+  let network = "blocked";
+  try { await fetch("https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"); network = "open"; }
+  catch (e) {}
+  await MathJax.startup.promise;
+  const wide = [];
+  document.querySelectorAll("div.arithmatex mjx-container[display=true]").forEach((m) => {
+    const box = m.closest("div.arithmatex");
+    const width = m.firstElementChild.getBoundingClientRect().width;
+    if (width > box.clientWidth + 1) wide.push(box.textContent.slice(0, 60));
+  });
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({network, wide});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("Chromium is not installed; CI needs it (apt-get install -y chromium)")
+    pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+def dump_dom(browser: str, url: str, profile: pathlib.Path) -> str:
+    """The DOM of `url` after its scripts ran, with every host but 127.0.0.1 unreachable."""
+    out = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,1000",
+            # No network: names do not resolve, and a proxy on a closed port takes the rest.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--proxy-server=http://127.0.0.1:9",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="session")
+def served(site: pathlib.Path):
+    """The built site served on 127.0.0.1, as a reader's browser gets it."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("which", sorted(BROWSER_PAGES))
+def test_pages_render_offline_in_a_browser(
+    which: str, site: pathlib.Path, served: str, tmp_path: pathlib.Path
+) -> None:
+    browser = chromium()
+    page = site / BROWSER_PAGES[which]
+    # A copy with the probe, beside the page so relative URLs resolve; `.htm`, so that the
+    # checks reading the site's `.html` files never see it.
+    probe = page.with_name(f"probe-{which}.htm")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+    try:
+        dom = Page(dump_dom(browser, f"{served}/{probe.relative_to(site).as_posix()}", tmp_path))
+    finally:
+        probe.unlink()
+    report = json.loads(next(t for t, _ in dom.texts if t.startswith('{"network"')))
+    assert report["network"] == "blocked", "the browser reached the network: the check is void"
+    rendered = dom.tags.count("mjx-container")
+    unrendered = [
+        text.strip()[:80]
+        for text, context in dom.texts
+        if dom.inside(context, classes=("arithmatex",)) and re.search(r"\\[(\[]", text)
+    ]
+    assert not unrendered, f"math left as TeX on {which}: {unrendered}"
+    assert not raw_tex(dom), f"raw TeX on {which}: {raw_tex(dom)}"
+    if which in ("home", "guide"):
+        assert rendered > (100 if which == "guide" else 3), f"MathJax did not render {which}"
+    assert not report["wide"], f"display equations wider than the page on {which}: {report}"
+    headings = [t for t, context in dom.texts if context and context[-1][0] == "h1"]
+    assert headings, f"{which} has no title"
