@@ -233,6 +233,10 @@ def test_docstring_examples_render_as_highlighted_code(site_pages: dict[str, Pag
     api = {name: page for name, page in site_pages.items() if name.startswith("api/")}
     bad = {name: lines for name, page in api.items() if (lines := doctest_lines_outside_code(page))}
     assert not bad, f"examples not rendered as code blocks: {bad}"
+    # An example under a section mkdocstrings does not know (`Example:`) becomes Markdown, and
+    # its `>>>` prompts nested blockquotes: no docstring here quotes anything.
+    quoted = [name for name, page in api.items() if "blockquote" in page.tags]
+    assert not quoted, f"blockquotes (examples read as Markdown?) on {quoted}"
     # ... and every `Examples:` section there has its code.
     assert sum(text.count(">>>") for page in api.values() for text, _ in page.texts) > 100
 
@@ -258,6 +262,29 @@ def test_no_duplicate_ids(site_pages: dict[str, Page]) -> None:
         if duplicates:
             bad[name] = duplicates
     assert not bad, f"duplicate HTML ids: {bad}"
+
+
+def headings(page: Page) -> list[tuple[str, str]]:
+    """Each heading's tag and text as a reader sees it (without its permalink and labels)."""
+    found: dict[int, tuple[str, str]] = {}
+    for text, context in page.texts:
+        heads = [(tag, serial) for tag, _, serial in context if re.fullmatch(r"h[1-6]", tag)]
+        if heads and not page.inside(context, classes=("headerlink", "doc-labels")):
+            tag, serial = heads[-1]
+            found[serial] = (tag, found.get(serial, (tag, ""))[1] + text)
+    return [(tag, " ".join(text.split())) for tag, text in found.values()]
+
+
+def test_one_title_per_page(site_pages: dict[str, Page]) -> None:
+    """One `<h1>` per page, and no heading under it repeats it: an API page's title is its
+    object's heading, not a Markdown title above it."""
+    bad = {}
+    for name, page in site_pages.items():
+        found = headings(page)
+        titles = [text for tag, text in found if tag == "h1"]
+        if len(titles) != 1 or any(text == titles[0] for tag, text in found if tag != "h1"):
+            bad[name] = found[:3]
+    assert not bad, f"pages with no title, or a title shown twice: {bad}"
 
 
 # TeX a reader would see raw: delimiters and commands left in the page's text.
