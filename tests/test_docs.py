@@ -366,6 +366,17 @@ def test_cited_repository_files_are_links_that_exist(site_pages: dict[str, Page]
     assert not unlinked, f"files cited and never linked: {unlinked}"
 
 
+def test_api_pages_link_to_guides(site_pages: dict[str, Page]) -> None:
+    """Every API page has a "See also" that leads to the guide covering its subject."""
+    bad = [
+        name
+        for name, page in site_pages.items()
+        if name.startswith("api/")
+        and not any(re.match(r"(\.\./)+(guides/[\w-]+|faq)/", link) for link in page.links)
+    ]
+    assert not bad, f"API pages that link to no guide: {bad}"
+
+
 # -- the site in a browser with the network off --------------------------------------------------
 # What a reader offline (or behind a firewall) sees: headless Chromium loads pages from a local
 # server with every other host unreachable, runs MathJax, and the test reads the rendered DOM.

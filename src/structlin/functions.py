@@ -429,8 +429,8 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
 
     `W` is a 2-D floating-point array; the result lives on its backend, dtype and
     device, and is computed there (batched SVDs, no Python loop over blocks).
-    `spec` gives the sizes of the target structure. Each structure documents its
-    `project` method; in summary:
+    `spec` gives the sizes of the target structure. Each structure's rule is documented
+    below, under "Per structure"; in summary:
 
     | structure | spec | result |
     |---|---|---|
