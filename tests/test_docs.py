@@ -369,6 +369,30 @@ def test_cited_repository_files_are_links_that_exist(site_pages: dict[str, Page]
     assert not unlinked, f"files cited and never linked: {unlinked}"
 
 
+# API pages without an example of their own, and why.
+NO_EXAMPLE = {
+    "api/nn/jax/ScaleByMup/index.html": "the transform's type; scale_by_mup's page has the example",
+    "api/nn/jax/ScaleByMupState/index.html": "the transform's state; scale_by_mup's page has it",
+}
+
+
+def test_api_pages_have_an_example(site_pages: dict[str, Page]) -> None:
+    """Every API page shows code (a docstring example or a code block), besides signatures."""
+    bad = [
+        name
+        for name, page in site_pages.items()
+        if name.startswith("api/")
+        and name not in NO_EXAMPLE
+        and not any(
+            page.inside(context, tags=("pre",))
+            and page.inside(context, classes=("highlight",))
+            and not page.inside(context, classes=("doc-signature",))
+            for _, context in page.texts
+        )
+    ]
+    assert not bad, f"API pages without an example: {bad}"
+
+
 def test_api_pages_link_to_guides(site_pages: dict[str, Page]) -> None:
     """Every API page has a "See also" that leads to the guide covering its subject."""
     bad = [
