@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -140,6 +141,30 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The library versions a run records, by module: the distribution that installs it. Read from
+# the installed distribution's metadata, not from `module.__version__`, which some lack (CoLA has
+# none, so runs recorded "CoLA None" although cola-ml 0.0.7 was installed and timed). `plum` is
+# installed by plum-dispatch or by CoLA's fork cola-plum-dispatch, whichever pip put last.
+DISTRIBUTIONS = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "jax": ("jax",),
+    "cola": ("cola-ml",),
+    "plum": ("plum-dispatch", "cola-plum-dispatch"),
+    "scipy": ("scipy",),
+}
+
+
+def _version(distributions: tuple[str, ...]) -> str | None:
+    """The installed version of the first of these distributions that is installed."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def machine(device: str) -> dict[str, Any]:
     """What the numbers were measured on: processor, cores, accelerator, library versions."""
     info: dict[str, Any] = {
@@ -150,11 +175,8 @@ def machine(device: str) -> dict[str, Any]:
         "device": device,
         "date": datetime.date.today().isoformat(),
     }
-    for module in ("numpy", "torch", "jax", "cola", "plum", "scipy"):
-        try:
-            info[module] = __import__(module).__version__
-        except (ImportError, AttributeError):
-            info[module] = None
+    for module, distribution in DISTRIBUTIONS.items():
+        info[module] = _version(distribution)
     if device.startswith("cuda"):
         import torch
 
@@ -199,7 +221,7 @@ def markdown(info: dict[str, Any], rows: Sequence[Record], descriptions: dict[st
         "",
         f"{info['cores']} cores, device `{info['device']}`, {info['platform']}; "
         f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}, "
-        f"JAX {info['jax']}, CoLA {info['cola']}; measured {info['date']}"
+        f"JAX {info['jax']}, CoLA {info['cola'] or 'not installed'}; measured {info['date']}"
         + (" (quick mode: timings not meaningful)" if info.get("quick") else "")
         + ".",
         "",

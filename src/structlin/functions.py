@@ -151,6 +151,14 @@ def matmat(A: LinearOperator, X: Array) -> Array:
         TypeError: `X` is not an array, is of another backend, or has an integer dtype.
         ValueError: `X.shape[0] != A.shape[1]`, `X` has more than 2 dimensions, or
             lives on another device.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Kron(np.eye(2), 2.0 * np.eye(3))
+        >>> sl.matmat(A, np.ones(6))
+        array([2., 2., 2., 2., 2., 2.])
+        >>> (A @ np.ones((6, 4))).shape
+        (6, 4)
     """
     Y = _plain_matmat(A, X)
     if Y is not None:
@@ -175,6 +183,13 @@ def _shaped_matmat(A: LinearOperator, X: Array) -> Array:
 
 def rmatmat(X: Array, A: LinearOperator) -> Array:
     """`X @ A` for `X` of shape `(..., m)`, giving `(..., n)`; also spelled `X @ A`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Diagonal(np.array([1.0, 2.0, 3.0]))
+        >>> sl.rmatmat(np.ones((2, 3)), A)
+        array([[1., 2., 3.],
+               [1., 2., 3.]])
 
     Leading axes are batch axes: this is how layers apply `A^T` to a batch of rows.
 
@@ -227,12 +242,30 @@ def scale(c: Any, A: LinearOperator) -> LinearOperator:
 
 
 def transpose(A: LinearOperator) -> LinearOperator:
-    """`A^T`, structured for every structlin operator (e.g. `(A ⊗ B)^T = A^T ⊗ B^T`)."""
+    """`A^T`, structured for every structlin operator (e.g. `(A ⊗ B)^T = A^T ⊗ B^T`); also
+    spelled `A.T`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> K = sl.Kron(np.arange(4.0).reshape(2, 2), np.eye(3))
+        >>> type(sl.transpose(K)).__name__
+        'Kron'
+        >>> bool(np.allclose(sl.transpose(K).to_dense(), K.to_dense().T))
+        True
+    """
     return rules.transpose(A)
 
 
 def adjoint(A: LinearOperator) -> LinearOperator:
-    """`A^H = conj(A)^T`; equal to `transpose(A)` for real operators."""
+    """`A^H = conj(A)^T`; equal to `transpose(A)` for real operators; also spelled `A.H`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> D = sl.Dense(np.array([[1 + 2j, 0], [3, 4j]]))
+        >>> sl.adjoint(D).to_dense()
+        array([[1.-2.j, 3.-0.j],
+               [0.-0.j, 0.-4.j]])
+    """
     return rules.adjoint(A)
 
 
@@ -249,6 +282,14 @@ def inv(A: LinearOperator) -> LinearOperator:
     Raises:
         ValueError: `A` is not square.
         SingularOperatorError: `A` is singular (where detectable eagerly).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> K = sl.Kron(2.0 * np.eye(2), np.array([[1.0, 1.0], [0.0, 1.0]]))
+        >>> type(sl.inv(K)).__name__  # the Kronecker product of the factors' inverses
+        'Kron'
+        >>> bool(np.allclose(sl.inv(K).to_dense() @ K.to_dense(), np.eye(4)))
+        True
     """
     _checks.square(A, "inv")
     return rules.inv(A)
@@ -261,6 +302,11 @@ def solve(A: LinearOperator, B: Array) -> Array:
         ValueError: `A` is not square or `B` does not match it.
         TypeError: `B` is not a floating-point array of `A`'s backend.
         SingularOperatorError: `A` is singular (where detectable eagerly).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.solve(sl.Diagonal(np.array([2.0, 4.0])), np.array([1.0, 1.0]))
+        array([0.5 , 0.25])
     """
     _checks.square(A, "solve")
     B, A = _operand(A, B, "solve(A, b)", 0)
@@ -275,11 +321,17 @@ def solve(A: LinearOperator, B: Array) -> Array:
 
 
 def to_dense(A: LinearOperator) -> Array:
-    """The `(m, n)` array `A` represents.
+    """The `(m, n)` array `A` represents; also spelled `A.to_dense()`.
 
     Built directly from the structure where a rule exists (`numpy.kron` of the factors
     for Kron, the blocks for BlockDiag, core contractions for TT and BTT, ...), otherwise
     by applying `A` to the identity (`A @ I`, e.g. for Monarch: `O(n)` matmat columns).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.to_dense(sl.Kron(np.eye(2), np.ones((1, 2))))
+        array([[1., 1., 0., 0.],
+               [0., 0., 1., 1.]])
     """
     return rules.to_dense(A)
 
@@ -294,6 +346,12 @@ def slogdet(A: LinearOperator) -> tuple[Array, Array]:
 
     Raises:
         ValueError: `A` is not square.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sign, logabsdet = sl.slogdet(sl.Diagonal(np.array([-2.0, 3.0])))
+        >>> float(sign), round(float(logabsdet), 4)  # det = -6
+        (-1.0, 1.7918)
     """
     _checks.square(A, "slogdet")
     return rules.slogdet(A)
@@ -308,6 +366,11 @@ def logdet(A: LinearOperator) -> Array:
 
     Raises:
         ValueError: `A` is not square.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> round(float(sl.logdet(sl.Diagonal(np.array([2.0, 3.0])))), 4)  # log 6
+        1.7918
     """
     sign, logabsdet = slogdet(A)
     return backend_of(logabsdet).log(sign) + logabsdet
@@ -315,7 +378,13 @@ def logdet(A: LinearOperator) -> Array:
 
 def diag(A: LinearOperator) -> Array:
     """The diagonal `A[i, i]`, `i < min(m, n)`: structured for Kron, BlockDiag,
-    Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise."""
+    Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.diag(sl.Kron(np.diag([1.0, 2.0]), np.diag([1.0, 10.0])))
+        array([ 1., 10.,  2., 20.])
+    """
     return rules.diag(A)
 
 
@@ -324,6 +393,11 @@ def trace(A: LinearOperator) -> Array:
 
     Raises:
         ValueError: `A` is not square.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> float(sl.trace(sl.Kron(np.diag([1.0, 2.0]), np.diag([1.0, 10.0]))))  # 3 * 11
+        33.0
     """
     _checks.square(A, "trace")
     return rules.trace(A)
@@ -336,7 +410,15 @@ def to(
     backend: Backend | str | None = None,
 ) -> LinearOperator:
     """`A` with floating-point arrays cast to `dtype`, all arrays moved to `device`
-    and, if given, converted to another `backend` (through NumPy; a copy)."""
+    and, if given, converted to another `backend` (through NumPy; a copy); also spelled
+    `A.to(...)`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Kron(np.eye(2), np.eye(3))
+        >>> sl.to(A, dtype=np.float32).dtype
+        dtype('float32')
+    """
     if isinstance(backend, str):
         backend = get_backend(backend)
     return rules.to(A, dtype, device, backend)
@@ -347,8 +429,8 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
 
     `W` is a 2-D floating-point array; the result lives on its backend, dtype and
     device, and is computed there (batched SVDs, no Python loop over blocks).
-    `spec` gives the sizes of the target structure. Each structure documents its
-    `project` method; in summary:
+    `spec` gives the sizes of the target structure. Each structure's rule is documented
+    below, under "Per structure"; in summary:
 
     | structure | spec | result |
     |---|---|---|
@@ -366,7 +448,7 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
             class, or it has no projection.
         ValueError: `W` is not 2-D, or its shape does not fit the spec.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> W = np.random.default_rng(0).standard_normal((8, 8))
         >>> B = sl.project(W, sl.BlockDiag, nblocks=2)

@@ -21,7 +21,7 @@ Monarch with `b` blocks `κ = b/2` for both factors; Kronecker `sqrt(d)/2` each;
 low rank `κ_U = d/(2r)`, `κ_V = 1/2`; two-core TT and BTT of rank `r`
 `κ_L = sqrt(d)/(2r)`, `κ_R = sqrt(d)/2`.
 
-Example:
+Examples:
     >>> import structlin as sl
     >>> M = sl.Monarch.random(1024, 1024, nblocks=16, rng=0)
     >>> tuple(info.lr_multiplier for info in sl.mup.describe(M))

@@ -67,6 +67,17 @@ class LinearOperator(abc.ABC):
     Operations: `A @ x` (`x` of shape `(n,)` or `(n, k)`), `X @ A` (`X` of shape
     `(..., m)`), `A @ B`, `A + B`, `A - B`, `c * A`, `A / c`, `-A`, `A.T`, `A.H`,
     `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Kron(np.eye(2), 2.0 * np.eye(2))  # every operator is a LinearOperator
+        >>> isinstance(A, sl.LinearOperator), A.shape
+        (True, (4, 4))
+        >>> B = (A @ A.T).inv()  # stays structured: Kron(I, 4 I)^-1 = Kron(I, I / 4)
+        >>> type(B).__name__, float(B.to_dense()[0, 0])
+        ('Kron', 0.25)
+        >>> type(A + sl.Identity(4)).__name__  # no structured rule: a lazy Sum
+        'Sum'
     """
 
     _children: ClassVar[tuple[str, ...]] = ()

@@ -10,6 +10,18 @@ at definition time if JAX is already imported, otherwise when structlin first
 meets a JAX array. Call [`register_with_jax`][structlin.pytree.register_with_jax]
 to register eagerly (for example before passing a NumPy-built operator to
 `jax.jit`).
+
+Examples:
+    >>> import numpy as np, structlin as sl
+    >>> from structlin import pytree
+    >>> K = sl.Kron(np.eye(2), 3.0 * np.eye(2))
+    >>> leaves, treedef = pytree.tree_flatten(K)
+    >>> [leaf.shape for leaf in leaves]
+    [(2, 2), (2, 2)]
+    >>> type(pytree.tree_unflatten(treedef, [2 * leaf for leaf in leaves])).__name__
+    'Kron'
+    >>> pytree.tree_map(lambda a: a.astype(np.float32), K).dtype
+    dtype('float32')
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def block_shardings(tree: Any, mesh: jax.sharding.Mesh, axis: str = "blocks") ->
     (`jax.make_mesh`'s default) the products reshard the activations where the
     blocks need them; under `Auto` axes XLA's propagation does the same.
 
-    Example:
+    Examples:
         ```python
         mesh = jax.make_mesh((4,), ("blocks",))
         layer = Linear.init(jax.random.key(0), 1024, 1024, "monarch", nblocks=32)

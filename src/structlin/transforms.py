@@ -81,7 +81,7 @@ def dft(
         ValueError: `n < 1`, `factors` do not multiply to `n`, or an unknown `norm`.
         TypeError: a real `dtype`.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> x = np.random.default_rng(0).standard_normal(12)
         >>> bool(np.allclose(sl.dft(12) @ x, np.fft.fft(x)))
@@ -139,7 +139,7 @@ def hadamard(
     Raises:
         ValueError: `n` is not a power of two.
 
-    Example:
+    Examples:
         >>> import numpy as np, scipy.linalg, structlin as sl
         >>> bool(np.array_equal(sl.hadamard(8).to_dense(), scipy.linalg.hadamard(8)))
         True

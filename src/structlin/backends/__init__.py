@@ -3,6 +3,14 @@
 `backend_of(x)` looks at the type of `x` only; it never imports PyTorch or JAX
 (an array of a library can only exist once that library has been imported) and
 never tries to convert anything.
+
+Examples:
+    >>> import numpy as np
+    >>> from structlin.backends import backend_of, get_backend
+    >>> backend_of(np.ones(3)) is get_backend("numpy")
+    True
+    >>> backend_of(np.ones(3)).name
+    'numpy'
 """
 
 from __future__ import annotations

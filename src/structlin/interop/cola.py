@@ -120,7 +120,7 @@ def to_cola(op: LinearOperator) -> Any:
         TypeError: `op` is not a structlin operator.
         ImportError: CoLA is not installed (`pip install 'structlin[cola]'`).
 
-    Example:
+    Examples:
         ```python
         import cola
         import numpy as np
@@ -440,7 +440,7 @@ def from_cola(cola_op: Any) -> LinearOperator:
         TypeError: `cola_op` is not a CoLA `LinearOperator`.
         ImportError: CoLA is not installed (`pip install 'structlin[cola]'`).
 
-    Example:
+    Examples:
         ```python
         import cola
         import numpy as np

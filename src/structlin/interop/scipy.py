@@ -35,7 +35,7 @@ def to_scipy(op: LinearOperator) -> Any:
             `op.to(backend="numpy")` (a copy to host memory).
         ImportError: SciPy is not installed.
 
-    Example:
+    Examples:
         >>> import numpy as np, scipy.sparse.linalg as spla, structlin as sl
         >>> K = sl.Kron(np.diag([1.0, 2.0]), np.diag([1.0, 3.0]))  # SPD, eigenvalues 1, 2, 3, 6
         >>> x, info = spla.cg(sl.to_scipy(K), np.ones(4), rtol=1e-12)

@@ -98,7 +98,7 @@ def conv_size(seq_len: int) -> tuple[int, int, int]:
     Raises:
         ValueError: `seq_len < 1`.
 
-    Example:
+    Examples:
         >>> from structlin.nn._monarch_conv import conv_size
         >>> conv_size(256), conv_size(8192), conv_size(1009)
         ((512, 32, 16), (16384, 256, 64), (2020, 101, 20))

@@ -62,6 +62,19 @@ class Adapter(nn.Module):
     Raises:
         TypeError: `base` is not a dense layer or `delta` not a structured one.
         ValueError: their shapes differ, or `delta` has a bias.
+
+    Examples:
+        >>> import torch, structlin.nn as snn
+        >>> base = torch.nn.Linear(16, 16)
+        >>> adapter = snn.Adapter(base, snn.Linear(16, 16, "lowrank", rank=2, bias=False))
+        >>> [name for name, _ in adapter.named_parameters()]
+        ['base.weight', 'base.bias', 'delta.U', 'delta.V']
+        >>> x = torch.randn(3, 16)
+        >>> torch.allclose(adapter(x), base(x) + adapter.delta(x))
+        True
+
+        [`add_adapters`][structlin.nn.add_adapters] builds these in a model, with a zero
+        delta and the base frozen.
     """
 
     def __init__(self, base: nn.Module, delta: Linear):
@@ -161,7 +174,7 @@ def add_adapters(
         `macs_after` are those of the whole adapter (base and delta), and each row's
         note gives the delta's (trainable) parameter count.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
         >>> x = torch.randn(3, 64)
@@ -279,7 +292,7 @@ def merge_adapters(model: nn.Module, *, filter: Filter = None) -> SurgeryReport:
     Returns:
         A [`SurgeryReport`][structlin.nn.SurgeryReport].
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.add_adapters(mlp, "lowrank", rank=4)
@@ -329,6 +342,20 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
     Raises:
         ValueError: `model` has no adapters.
+
+    Examples:
+        >>> import copy, torch, structlin.nn as snn
+        >>> model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU())
+        >>> fresh = copy.deepcopy(model)  # stands for the base model, loaded again later
+        >>> _ = snn.add_adapters(model, "lowrank", rank=2)
+        >>> saved = snn.adapter_state_dict(model)  # ... train, then save only this
+        >>> sorted(saved)
+        ['0.delta.U', '0.delta.V']
+        >>> _ = snn.add_adapters(fresh, "lowrank", rank=2)
+        >>> snn.load_adapter_state_dict(fresh, saved)
+        >>> x = torch.randn(4, 32)
+        >>> torch.equal(fresh(x), model(x))
+        True
     """
     keys = _adapter_keys(model)
     if not keys:
@@ -343,6 +370,17 @@ def load_adapter_state_dict(model: nn.Module, state_dict: Mapping[str, Any]) -> 
     Raises:
         KeyError: `state_dict` lacks a delta of the model, or holds a key that is not
             one (a different model, or adapters on other layers).
+
+    Examples:
+        >>> import copy, torch, structlin.nn as snn
+        >>> model = torch.nn.Sequential(torch.nn.Linear(32, 32))
+        >>> fresh = copy.deepcopy(model)
+        >>> _ = snn.add_adapters(model, "monarch", nblocks=4)
+        >>> _ = snn.add_adapters(fresh, "monarch", nblocks=4)
+        >>> snn.load_adapter_state_dict(fresh, snn.adapter_state_dict(model))
+        >>> x = torch.randn(2, 32)
+        >>> torch.equal(fresh(x), model(x))
+        True
     """
     keys = _adapter_keys(model)
     missing = sorted(keys - set(state_dict))

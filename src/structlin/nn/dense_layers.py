@@ -7,6 +7,13 @@ GPT-2 and other OpenAI-style models in `transformers` compute their projections 
 here speaks `nn.Linear`'s orientation, `(out_features, in_features)`, and converts at
 this boundary only. transformers is never imported: a model holding a `Conv1D` has
 imported it already.
+
+Examples:
+    >>> import torch
+    >>> from structlin.nn import dense_layers
+    >>> layer = torch.nn.Linear(4, 3)
+    >>> dense_layers.dense_kind(layer), dense_layers.features(layer)
+    ('torch.nn.Linear', (4, 3))
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ __all__ = [
 ]
 
 LINEAR = "torch.nn.Linear"
+"""What `dense_kind` names an `nn.Linear` (or subclass): its class's public path."""
 CONV1D = "transformers.pytorch_utils.Conv1D"
+"""What `dense_kind` names a Hugging Face `Conv1D` (or subclass): its class's public path."""
 
 
 def qualified_name(cls: type) -> str:

@@ -153,7 +153,7 @@ class Linear:
         gains: The gains `γ_i`, one 0-d array per learnable component in leaf order
             (empty without weight normalisation).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from structlin.nn.jax import Linear
         >>> layer = Linear.init(jax.random.key(0), 64, 32, "monarch", nblocks=4)
@@ -254,7 +254,7 @@ class Linear:
             ValueError: an unknown structure, or sizes the structure cannot take.
             TypeError: an option the structure does not take, or a non-floating `dtype`.
 
-        Example:
+        Examples:
             >>> import jax
             >>> from structlin.nn.jax import Linear
             >>> layer = Linear.init(0, 16, 8, "lowrank", rank=2, zero_init_last=True)
@@ -318,7 +318,7 @@ class Linear:
                 `components` rule; `bias` is not a bool or an array.
             ValueError: `bias` has the wrong shape.
 
-        Example:
+        Examples:
             >>> import numpy as np, jax.numpy as jnp, structlin as sl
             >>> from structlin.nn.jax import Linear
             >>> op = sl.Monarch.random(16, 16, nblocks=4, rng=0).T
@@ -658,7 +658,7 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
             μP metadata lives on the variables, which `nnx.as_pure` has removed).
         TypeError: a variable's `mup` metadata is not a `MupInfo`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from structlin.nn.jax import Linear, mup_lr_multipliers
         >>> params = {"mlp": Linear.init(0, 1024, 1024, "kron"), "scale": jnp.ones(3)}
@@ -728,7 +728,7 @@ def decay_mask(tree: Any) -> Any:
     Returns:
         A pytree of Python bools, a prefix of `tree`'s structure.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from structlin.nn.jax import Linear, decay_mask
         >>> params = {"mlp": Linear.init(0, 64, 64, "monarch", weight_norm=True),
@@ -761,7 +761,7 @@ def scale_updates(updates: Any, multipliers: Any) -> Any:
     Raises:
         ValueError: the two trees have different structures (JAX's message).
 
-    Example:
+    Examples:
         >>> from structlin.nn.jax import scale_updates
         >>> scale_updates({"a": 1.0, "b": None}, {"a": 3.0, "b": 1.0})
         {'a': 3.0, 'b': None}
@@ -806,7 +806,7 @@ def scale_by_mup(multipliers: Any) -> ScaleByMup:
         multipliers: A pytree of floats of the parameters' structure, from
             [`mup_lr_multipliers`][structlin.nn.jax.mup_lr_multipliers].
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from structlin.nn.jax import Linear, mup_lr_multipliers, scale_by_mup
         >>> layer = Linear.init(0, 16, 16, "monarch", nblocks=4, bias=False)

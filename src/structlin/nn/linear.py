@@ -78,7 +78,7 @@ class Linear(nn.Module):
         ValueError: sizes the structure cannot take, or an unknown structure.
         TypeError: an option the structure does not take.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> layer = snn.Linear(64, 32, "monarch", nblocks=4)
         >>> layer(torch.randn(5, 64)).shape
@@ -273,7 +273,7 @@ class Linear(nn.Module):
             ValueError: the tensors are not 3-D, `l r != k q`, the sizes exceed
                 the padded sizes `k p` and `l s`, or the bias has the wrong shape.
 
-        Example:
+        Examples:
             >>> import torch, structlin.nn as snn
             >>> checkpoint = {  # MonarchLinear(10, 13, nblocks=4).state_dict()
             ...     "blkdiag1": torch.randn(4, 3, 3),

@@ -101,7 +101,7 @@ class MonarchMixer(nn.Module):
             `(B, N, d_model)`, is empty (`N = 0`) or is longer than `max_len`.
         TypeError: an input whose dtype is not the layer's.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> block = snn.MonarchMixer(64, max_len=128, nblocks=4)
         >>> block(torch.randn(2, 100, 64)).shape

@@ -124,7 +124,7 @@ class Linear(nnx.Module):
         TypeError: an option the structure does not take, a non-floating `dtype`,
             or `rngs` that is not an `nnx.Rngs`.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from flax import nnx
         >>> import structlin.nn.nnx as snnx
@@ -198,7 +198,7 @@ class Linear(nnx.Module):
         Raises:
             TypeError: `layer` is not a `structlin.nn.jax.Linear`.
 
-        Example:
+        Examples:
             >>> import jax.numpy as jnp
             >>> import structlin.nn.jax as sjax, structlin.nn.nnx as snnx
             >>> layer = sjax.Linear.init(0, 16, 8, "lowrank", rank=2)
@@ -244,7 +244,7 @@ class Linear(nnx.Module):
                 not a bool or an array.
             ValueError: `bias` has the wrong shape.
 
-        Example:
+        Examples:
             >>> import jax.numpy as jnp, structlin as sl
             >>> import structlin.nn.nnx as snnx
             >>> op = sl.Monarch.random(16, 16, nblocks=4, rng=0)

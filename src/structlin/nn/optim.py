@@ -46,7 +46,7 @@ def mup_lr_multipliers(module: nn.Module, optimizer: Optimizer = "adam") -> dict
     same shape. Every other parameter (dense `nn.Linear` weights, biases,
     weight-norm gains, embeddings, norms) gets 1.
 
-    Example:
+    Examples:
         >>> import structlin.nn as snn
         >>> snn.mup_lr_multipliers(snn.Linear(1024, 1024, "monarch", nblocks=16))
         {'blocks_0': 8.0, 'blocks_1': 8.0, 'bias': 1.0}
@@ -92,7 +92,7 @@ def param_groups(
     Raises:
         ValueError: an unknown `optimizer`, or `base_fan_in` with SGD.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> model = torch.nn.Sequential(snn.Linear(256, 256, "lowrank", rank=16), torch.nn.Linear(256, 10))
         >>> groups = snn.param_groups(model, lr=1e-3, weight_decay=0.1)

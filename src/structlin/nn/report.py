@@ -72,7 +72,7 @@ class SurgeryReport:
     their number; `report["name"]` looks one up; `str(report)` (or `print`) is a table
     with totals. `report.model` is the edited model.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
         >>> report = snn.replace_linear(mlp, "monarch", nblocks=4)

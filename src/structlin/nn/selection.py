@@ -6,6 +6,16 @@ parameter can be owned by two modules (GPT-2's `lm_head.weight` is
 edited once and every name it has sees the edit, and a layer whose parameters are
 tied to another module's is left alone with a warning unless the caller asks to
 untie it.
+
+Examples:
+    A [`Filter`][structlin.nn.selection.Filter] as the surgery functions take it: here the
+    pattern `"mlp"` matches the layer of that name and no other.
+
+    >>> import torch, structlin.nn as snn
+    >>> model = torch.nn.ModuleDict({"attn": torch.nn.Linear(8, 8), "mlp": torch.nn.Linear(8, 8)})
+    >>> report = snn.replace_linear(model, "lowrank", rank=2, filter="mlp")
+    >>> isinstance(model.mlp, snn.Linear), isinstance(model.attn, snn.Linear)
+    (True, False)
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def structure_spec(model: nn.Module) -> dict[str, Any]:
     expression round-trips, not only the named structures. No weights: they are in
     the state dict.
 
-    Example:
+    Examples:
         >>> import json, torch, structlin.nn as snn
         >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
         >>> _ = snn.replace_linear(model, "monarch", nblocks=4)
@@ -290,6 +290,18 @@ def apply_structure(model: nn.Module, spec: Mapping[str, Any]) -> SurgeryReport:
     Raises:
         ValueError: `spec` is not such a description, or does not fit `model` (a
             missing layer, one of another shape or class); nothing has been changed then.
+
+    Examples:
+        >>> import json, torch, structlin.nn as snn
+        >>> trained = torch.nn.Sequential(torch.nn.Linear(64, 64))
+        >>> _ = snn.replace_linear(trained, "btt", rank=2)
+        >>> spec = json.loads(json.dumps(snn.structure_spec(trained)))  # saved as JSON
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64))  # a fresh dense model
+        >>> _ = snn.apply_structure(model, spec)
+        >>> _ = model.load_state_dict(trained.state_dict())
+        >>> x = torch.randn(2, 64)
+        >>> torch.equal(model(x), trained(x))
+        True
     """
     if not isinstance(spec, Mapping) or spec.get("format") != FORMAT:
         raise ValueError(
@@ -407,7 +419,7 @@ def from_pretrained(model_class: Any, path: str | os.PathLike[str], **kwargs: An
             with `model_class.from_pretrained`), or the checkpoint does not fit the
             structured model (missing, unexpected or mis-shaped tensors).
 
-    Example:
+    Examples:
         ```python
         report = snn.replace_linear(gpt2, "monarch", filter="*.mlp.*", project=True)
         gpt2.save_pretrained("gpt2-monarch")

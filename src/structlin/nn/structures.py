@@ -66,7 +66,7 @@ def balanced_factors(d: int, c: int) -> tuple[int, ...]:
     `c`-th root, so `balanced_factors(30, 2) == (5, 6)` and a prime `d` gives
     `(1, ..., 1, d)`.
 
-    Example:
+    Examples:
         >>> from structlin.nn.structures import balanced_factors
         >>> balanced_factors(4096, 3), balanced_factors(20, 2), balanced_factors(7, 2)
         ((16, 16, 16), (4, 5), (1, 7))
@@ -137,7 +137,7 @@ def complete_spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -
     """`spec` checked against `structure` and completed with its defaults, as plain
     JSON-friendly values (tuples become lists).
 
-    Example:
+    Examples:
         >>> from structlin.nn.structures import complete_spec
         >>> complete_spec("kron", 20, 30, {}), complete_spec("btt", 64, 64, {"rank": 2})
         ({'factors': [[5, 4], [6, 5]]}, {'rank': 2, 'ncores': 2})
@@ -223,7 +223,7 @@ def leaf_names(treedef: pytree.TreeDef | None) -> list[str]:
     in the order of its leaves (`blocks_0`, `U`, `ops_1_cores_0`, and `array` for a
     lone array). The PyTorch and JAX layers name their parameters with it.
 
-    Example:
+    Examples:
         >>> from structlin import pytree
         >>> from structlin.nn.structures import leaf_names, template
         >>> leaf_names(pytree.tree_flatten(template("monarch", 16, 16))[1])

@@ -103,7 +103,7 @@ def replace_linear(
         UserWarning: no layer matched, a pattern of a list matched nothing, or a
             tied layer was skipped.
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
         >>> report = snn.replace_linear(mlp, "monarch", nblocks=4, filter="0", project=True)
@@ -161,7 +161,7 @@ def densify(model: nn.Module, *, filter: Filter = None, tied: Tied = "skip") -> 
     Returns:
         A [`SurgeryReport`][structlin.nn.SurgeryReport].
 
-    Example:
+    Examples:
         >>> import torch, structlin.nn as snn
         >>> model = torch.nn.Sequential(snn.Linear(64, 64, "monarch"), torch.nn.GELU())
         >>> x = torch.randn(3, 64)

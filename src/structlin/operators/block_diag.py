@@ -27,7 +27,7 @@ class BlockDiag(LinearOperator):
         ValueError: `blocks` is not 3-D.
         SingularOperatorError: from `inv`/`solve`, naming the singular block.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> A = sl.BlockDiag(np.stack([np.eye(2), 2 * np.eye(2)]))
         >>> A @ np.ones(4)

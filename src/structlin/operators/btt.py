@@ -70,7 +70,7 @@ class BTT(LinearOperator):
         ValueError: no cores, a core is not 4-D or is empty, or the shapes do not
             fit the layout.
 
-    Example:
+    Examples:
         >>> import structlin as sl
         >>> A = sl.BTT.random(ms=(4, 4), ns=(4, 4), ranks=2, rng=0)
         >>> [G.shape for G in A.cores], A.shape, A.T.transposed

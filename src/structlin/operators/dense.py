@@ -23,7 +23,7 @@ class Dense(LinearOperator):
         TypeError: `array` is not an array, or has an integer dtype.
         ValueError: `array` is not 2-D.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> A = sl.Dense(np.array([[2.0, 0.0], [1.0, 1.0]]))
         >>> A @ np.array([1.0, 1.0])

@@ -24,7 +24,7 @@ class Diagonal(LinearOperator):
         ValueError: `diag` is not 1-D.
         SingularOperatorError: from `inv`/`solve` when an entry is zero.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> D = sl.Diagonal(np.array([2.0, 4.0]))
         >>> D.inv() @ np.array([2.0, 2.0])

@@ -24,6 +24,13 @@ class Identity(LinearOperator):
         dtype: Optional dtype of the entries.
         backend: Optional [`Backend`][structlin.backends.Backend] (or its name).
         device: Optional device.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.Identity(3) @ np.arange(3.0)
+        array([0., 1., 2.])
+        >>> type(sl.Identity(3) @ sl.Kron(np.eye(3), np.eye(1))).__name__  # absorbed
+        'Kron'
     """
 
     _static = ("n", "_dtype", "_backend", "_device")

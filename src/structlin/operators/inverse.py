@@ -22,6 +22,12 @@ class Inverse(LinearOperator):
 
     Raises:
         ValueError: `op` is not square.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Inverse(sl.Dense(np.array([[2.0, 1.0], [1.0, 1.0]])))
+        >>> A @ np.array([3.0, 2.0])  # solves [[2, 1], [1, 1]] y = [3, 2]
+        array([1., 1.])
     """
 
     _children = ("op",)

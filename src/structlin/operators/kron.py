@@ -37,7 +37,7 @@ class Kron(LinearOperator):
         ValueError: no factors.
         TypeError: factors of different backends, or non-array factors.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> K = sl.Kron(np.eye(2), 2 * np.eye(3))
         >>> K.shape

@@ -28,7 +28,7 @@ class LowRank(LinearOperator):
         TypeError: non-floating arrays or mixed backends.
         ValueError: non-2-D arrays or mismatched inner dimensions.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> A = sl.LowRank(np.ones((3, 1)), np.ones((1, 2)))
         >>> A @ np.array([1.0, 2.0])

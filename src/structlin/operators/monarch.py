@@ -71,7 +71,7 @@ class GeneralizedMonarch(LinearOperator):
             a permutation does not fit the size it acts on, or `shape` is too large.
         TypeError: non-floating blocks, or blocks of different backends or dtypes.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> B = np.random.default_rng(0).standard_normal((2, 3, 3))
         >>> M = sl.GeneralizedMonarch([B, B], [None, (2, 3), None])
@@ -427,7 +427,7 @@ class Monarch(GeneralizedMonarch):
     Raises:
         ValueError: `l r != k q`, or as for `GeneralizedMonarch`.
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> M = sl.Monarch.random(16, 16, nblocks=4, rng=0)
         >>> x = np.ones(16)

@@ -33,7 +33,7 @@ class Permutation(LinearOperator):
         ValueError: `perm` is not 1-D or not a permutation of `0..n-1` (checked
             whenever the values are concrete, i.e. everywhere but inside a JAX trace).
 
-    Example:
+    Examples:
         >>> import numpy as np, structlin as sl
         >>> P = sl.Permutation(np.array([2, 0, 1]))
         >>> P @ np.array([10.0, 20.0, 30.0])
@@ -182,6 +182,14 @@ class StridePermutation(Permutation):
     arrays and is applied by a reshape and a transpose (`O(nk)`, one copy).
     Its transpose and inverse is `StridePermutation(cols, rows)`.
     Build it with [`Permutation.stride`][structlin.Permutation.stride].
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> P = sl.Permutation.stride(2, 3)
+        >>> type(P).__name__
+        'StridePermutation'
+        >>> P @ np.arange(6.0)  # np.arange(6.0).reshape(2, 3).T.reshape(-1)
+        array([0., 3., 1., 4., 2., 5.])
     """
 
     _children = ()

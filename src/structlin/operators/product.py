@@ -29,6 +29,14 @@ class Product(LinearOperator):
     Raises:
         ValueError: no factors or mismatched inner dimensions.
         TypeError: factors of different backends.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> P = sl.Product(sl.Diagonal(np.array([1.0, 2.0])), sl.LowRank(np.ones((2, 1)), np.ones((1, 3))))
+        >>> P.shape
+        (2, 3)
+        >>> P @ np.ones(3)  # the LowRank factor first, then the Diagonal
+        array([3., 6.])
     """
 
     _children = ("ops",)

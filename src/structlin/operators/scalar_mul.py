@@ -32,6 +32,12 @@ class ScalarMul(LinearOperator):
     Args:
         scalar: Python number or 0-d floating-point array.
         op: The operator.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> C = sl.ScalarMul(2.0, sl.Kron(np.eye(2), np.eye(2)))  # also spelled 2.0 * Kron(...)
+        >>> C @ np.ones(4)
+        array([2., 2., 2., 2.])
     """
 
     _children = ("scalar", "op")

@@ -24,6 +24,14 @@ class Sum(LinearOperator):
     Raises:
         ValueError: no terms or different shapes.
         TypeError: terms of different backends.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> S = sl.Sum(sl.Identity(3, dtype=np.float64), sl.LowRank(np.ones((3, 1)), np.ones((1, 3))))
+        >>> S @ np.ones(3)
+        array([4., 4., 4.])
+        >>> type(S.inv()).__name__  # no structured rule for I + U V: solved densely
+        'Inverse'
     """
 
     _children = ("ops",)

@@ -17,6 +17,16 @@ class Transpose(LinearOperator):
 
     Args:
         op: The operator `A`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> L = sl.LowRank(np.ones((3, 1)), np.arange(2.0).reshape(1, 2))
+        >>> type(L.T).__name__  # A.T is structured where a rule exists
+        'LowRank'
+        >>> T = sl.Transpose(L)  # the lazy wrapper, for operators without one
+        >>> T.to_dense()
+        array([[0., 0., 0.],
+               [1., 1., 1.]])
     """
 
     _children = ("op",)
@@ -37,6 +47,15 @@ class Adjoint(LinearOperator):
 
     Args:
         op: The operator `A`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Adjoint(sl.Dense(np.array([[1j, 2.0]])))
+        >>> A.shape
+        (2, 1)
+        >>> A.to_dense()
+        array([[0.-1.j],
+               [2.-0.j]])
     """
 
     _children = ("op",)

@@ -53,7 +53,7 @@ class TT(LinearOperator):
         TypeError: a core is not a floating-point array, or the cores mix backends.
         ValueError: no cores, a core is not 4-D or is empty, or adjacent ranks differ.
 
-    Example:
+    Examples:
         >>> import structlin as sl
         >>> A = sl.TT.random(ms=(2, 3), ns=(4, 2), ranks=3, rng=0)
         >>> A.shape, A.ranks, A.cores[1].shape
