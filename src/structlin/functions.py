@@ -107,6 +107,7 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             f"{what}: expected an array, got {type(X).__name__}; "
             "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
         )
+    X = _checks.plain_array(X, what)
     backend = backend_of(X)
     if A.backend is not None and backend is not A.backend:
         raise TypeError(
@@ -336,9 +337,31 @@ def to(
     backend: Backend | str | None = None,
 ) -> LinearOperator:
     """`A` with floating-point arrays cast to `dtype`, all arrays moved to `device`
-    and, if given, converted to another `backend` (through NumPy; a copy)."""
+    and, if given, converted to another `backend` (through NumPy; a copy).
+
+    Raises:
+        TypeError: `dtype` is not a floating-point or complex dtype (integer and
+            boolean dtypes are refused), or it is real while `A` is complex: the cast
+            would drop the imaginary part, so build the operator from the real parts
+            of its arrays (`x.real`) instead if that is what you want.
+        ValueError: a `device` the backend cannot place arrays on (NumPy: not the CPU).
+    """
     if isinstance(backend, str):
         backend = get_backend(backend)
+    target = backend if backend is not None else A.backend
+    if dtype is not None:
+        dtype = _checks.float_dtype(dtype, target, "to: dtype")
+        if A.dtype is not None:
+            source = A.backend if A.backend is not None else _checks.dtype_backend(A.dtype)
+            if source.is_complex(A.dtype) and not (target or source).is_complex(dtype):
+                raise TypeError(
+                    f"to: casting the complex {type(A).__name__} ({A.dtype}) to the real dtype "
+                    f"{dtype} would drop the imaginary part; structlin does not do that "
+                    "silently: take the real part explicitly (e.g. sl.Dense(A.to_dense().real), "
+                    "or build the operator from x.real of its arrays)"
+                )
+    if device is not None and target is not None:
+        device = target.canonical_device(device)
     return rules.to(A, dtype, device, backend)
 
 
@@ -373,7 +396,7 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
         >>> B.blocks.shape
         (2, 4, 4)
     """
-    _checks.float_array(W, "project: W", ndim=2)
+    W, _ = _checks.float_array(W, "project: W", ndim=2)
     if not (isinstance(structure, type) and issubclass(structure, LinearOperator)):
         raise TypeError(
             f"project: structure must be an operator class such as sl.Monarch, got {structure!r}"

@@ -43,6 +43,14 @@ class NumpyBackend(Backend):
     def astype(self, x: Array, dtype: DType) -> Array:
         return x.astype(dtype, copy=False)
 
+    def copy(self, x: Array) -> Array:
+        return np.array(x, copy=True)
+
+    def canonical_device(self, device: Device) -> Device:
+        if device is None or str(device) == "cpu":
+            return None
+        raise ValueError(f"NumPy arrays live on the CPU; cannot place them on device {device!r}")
+
     def to_device(self, x: Array, device: Device) -> Array:
         if device not in (None, "cpu"):
             raise ValueError(f"NumPy arrays live on the CPU; cannot move to device {device!r}")

@@ -53,6 +53,15 @@ class TorchBackend(Backend):
     def astype(self, x: Array, dtype: DType) -> Array:
         return x.to(self.canonical_dtype(dtype))
 
+    def copy(self, x: Array) -> Array:
+        return x.clone()
+
+    def canonical_device(self, device: Device) -> Device:
+        if device is not None:
+            return torch.device(device)
+        default = getattr(torch, "get_default_device", None)  # PyTorch >= 2.3
+        return default() if default is not None else torch.device("cpu")
+
     def to_device(self, x: Array, device: Device) -> Array:
         return x.to(device)
 

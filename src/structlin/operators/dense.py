@@ -36,7 +36,7 @@ class Dense(LinearOperator):
     array: Array
 
     def __init__(self, array: Array):
-        _checks.float_array(array, "Dense array", ndim=2)
+        array, _ = _checks.float_array(array, "Dense array", ndim=2)
         self._set(array=array)
 
     @property
