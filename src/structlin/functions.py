@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from structlin import _checks, rules
+from structlin import pytree as _pytree
 from structlin.backends import (
     _BY_TYPE,
     Array,
@@ -281,8 +282,28 @@ def to_dense(A: LinearOperator) -> Array:
     Built directly from the structure where a rule exists (`numpy.kron` of the factors
     for Kron, the blocks for BlockDiag, core contractions for TT and BTT, ...), otherwise
     by applying `A` to the identity (`A @ I`, e.g. for Monarch: `O(n)` matmat columns).
+
+    The result is a new array: it never shares memory with the arrays `A` holds
+    (for a [`Dense`][structlin.Dense] it is a copy, `O(mn)`), so writing into it
+    leaves `A` as it was.
     """
-    return rules.to_dense(A)
+    return _fresh(rules.to_dense(A), A)
+
+
+def _fresh(Y: Array, A: LinearOperator) -> Array:
+    """`Y`, or a copy of it where it may share memory with an array `A` holds: results of
+    the public functions never alias an operator's storage (a `Dense`'s matrix, a
+    `Diagonal`'s entries, a single core), whichever rule produced them. `O(1)` per leaf
+    of `A` to check; a copy, `O(size of Y)`, only where needed."""
+    if not is_array(Y):
+        return Y
+    backend = backend_of(Y)
+    if backend.name == "jax":  # immutable
+        return Y
+    for leaf in _pytree.tree_flatten(A)[0]:
+        if is_array(leaf) and backend_of(leaf) is backend and backend.may_share_memory(Y, leaf):
+            return backend.copy(Y)
+    return Y
 
 
 def slogdet(A: LinearOperator) -> tuple[Array, Array]:
@@ -316,8 +337,11 @@ def logdet(A: LinearOperator) -> Array:
 
 def diag(A: LinearOperator) -> Array:
     """The diagonal `A[i, i]`, `i < min(m, n)`: structured for Kron, BlockDiag,
-    Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise."""
-    return rules.diag(A)
+    Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise.
+
+    A new array, never sharing memory with the arrays `A` holds (for a `Diagonal`,
+    a copy of its entries)."""
+    return _fresh(rules.diag(A), A)
 
 
 def trace(A: LinearOperator) -> Array:

@@ -89,6 +89,11 @@ class Backend(abc.ABC):
         as they are); differentiable where the library tracks gradients."""
         return x
 
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        """Whether a write into `a` could change `b` (a cheap, conservative test; always
+        false for immutable arrays)."""
+        return False
+
     @abc.abstractmethod
     def to_device(self, x: Array, device: Device) -> Array: ...
 

@@ -46,6 +46,9 @@ class NumpyBackend(Backend):
     def copy(self, x: Array) -> Array:
         return np.array(x, copy=True)
 
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        return np.may_share_memory(a, b)
+
     def canonical_device(self, device: Device) -> Device:
         if device is None or str(device) == "cpu":
             return None
@@ -87,7 +90,9 @@ class NumpyBackend(Backend):
         return np.stack(xs, axis=axis)
 
     def conj(self, x: Array) -> Array:
-        return np.conj(x)
+        # Real arrays as they are (as PyTorch's does), so that `A.H` of a real operator
+        # holds views of its arrays like `A.T` rather than copies.
+        return np.conj(x) if np.iscomplexobj(x) else x
 
     def abs(self, x: Array) -> Array:
         return np.abs(x)

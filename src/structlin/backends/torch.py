@@ -56,6 +56,12 @@ class TorchBackend(Backend):
     def copy(self, x: Array) -> Array:
         return x.clone()
 
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        try:
+            return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):  # no storage (sparse, some wrappers)
+            return False
+
     def canonical_device(self, device: Device) -> Device:
         if device is not None:
             return torch.device(device)

@@ -6,7 +6,7 @@ from typing import Any
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, Device, DType
+from structlin.backends import Backend, Device, DType, backend_of
 from structlin.operator import LinearOperator
 from structlin.operators._convert import static_dtype, static_meta
 from structlin.rules import dense_backend
@@ -18,7 +18,8 @@ class Identity(LinearOperator):
     With no `dtype`/`backend` it is value-free: it adopts the dtype, backend and
     device of whatever it is applied to or combined with, so `A + sl.Identity(n)`
     works for an operator `A` of any backend. Every rule is exact and `O(1)`
-    except `A @ X`, which returns `X` itself, and `to_dense`, `O(n^2)`.
+    except `A @ X` and `solve`, which return a copy of `X` (`O(nk)`), and
+    `to_dense`, `O(n^2)`.
 
     Args:
         n: Size, a non-negative integer (an `int` or a NumPy integer; bools and
@@ -69,14 +70,16 @@ class Identity(LinearOperator):
         return self._device
 
 
+# `I @ X` is a copy of `X`, not `X` itself: a result never aliases the operand, as
+# with `numpy.eye(n) @ X` (`O(nk)`; free for JAX, whose arrays are immutable).
 @dispatch
 def matmat(A: Identity, X: object):
-    return X
+    return backend_of(X).copy(X)
 
 
 @dispatch
 def rmatmat(X: object, A: Identity):
-    return X
+    return backend_of(X).copy(X)
 
 
 @dispatch
@@ -102,7 +105,7 @@ def inv(A: Identity):
 
 @dispatch
 def solve(A: Identity, B: object):
-    return B
+    return backend_of(B).copy(B)
 
 
 @dispatch

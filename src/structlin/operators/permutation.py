@@ -248,12 +248,17 @@ def _transpose_rows(X: Any, rows: int, cols: int, backend: Backend) -> Any:
 
 @dispatch
 def matmat(A: StridePermutation, X: object):
-    return _transpose_rows(X, A.rows, A.cols, backend_of(X))
+    backend = backend_of(X)
+    if A.rows == 1 or A.cols == 1:  # the identity: a copy, not a view of X
+        return backend.copy(X)
+    return _transpose_rows(X, A.rows, A.cols, backend)
 
 
 @dispatch
 def rmatmat(X: object, A: StridePermutation):
     backend = backend_of(X)
+    if A.rows == 1 or A.cols == 1:
+        return backend.copy(X)
     return backend.swap_last(_transpose_rows(backend.swap_last(X), A.cols, A.rows, backend))
 
 
