@@ -131,7 +131,9 @@ class NumpyBackend(Backend):
         return np.einsum(subscripts, *operands, optimize=True)
 
     def diagonal(self, x: Array) -> Array:
-        return np.diagonal(x, axis1=-2, axis2=-1)
+        # A copy (`O(n)`): NumPy's is a read-only view, which would keep a whole matrix
+        # alive for its diagonal and give `diag` results that cannot be written into.
+        return np.diagonal(x, axis1=-2, axis2=-1).copy()
 
     def kron(self, a: Array, b: Array) -> Array:
         return np.kron(a, b)
