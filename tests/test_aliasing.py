@@ -93,7 +93,7 @@ def _results(A: sl.LinearOperator, x: Any, X: Any) -> dict[str, Any]:
     }
 
 
-def _operands(A: sl.LinearOperator, like: list[Any], backend: str) -> tuple[Any, Any]:
+def _operands(A: sl.LinearOperator, backend: str) -> tuple[Any, Any]:
     n = A.shape[0]
     x, X = np.arange(1.0, n + 1), _normal(n, 3)
     if backend == "torch":
@@ -116,7 +116,7 @@ def _shares(backend: str, a: Any, b: Any) -> bool:
 def test_results_share_no_memory(backend: str, name: str) -> None:
     arrays = _arrays(name, backend)
     A = CASES[name][1](*arrays)
-    x, X = _operands(A, arrays, backend)
+    x, X = _operands(A, backend)
     held = [leaf for leaf in tree_flatten(A)[0] if is_array(leaf)] + arrays
     for what, result in _results(A, x, X).items():
         for other in [*held, x, X]:
@@ -128,7 +128,7 @@ def test_results_share_no_memory(backend: str, name: str) -> None:
 def test_writing_into_results_changes_nothing(backend: str, name: str) -> None:
     arrays = _arrays(name, backend)
     A = CASES[name][1](*arrays)
-    x, X = _operands(A, arrays, backend)
+    x, X = _operands(A, backend)
     before = _np(A.to_dense()).copy()
     x0, X0 = _np(x).copy(), _np(X).copy()
     for result in _results(A, x, X).values():
@@ -154,7 +154,7 @@ def test_writes_into_held_arrays_show_through(backend: str, name: str) -> None:
         a *= 1.5
     ref = _np(build(*[backend_of(a).copy(a) for a in arrays]).to_dense())
     assert not np.allclose(ref, _np(CASES[name][1](*_arrays(name, backend)).to_dense()))
-    x, X = _operands(A, arrays, backend)
+    _, X = _operands(A, backend)
     np.testing.assert_allclose(_np(A.to_dense()), ref)
     np.testing.assert_allclose(_np(T.to_dense()), ref.T)
     np.testing.assert_allclose(_np(H.to_dense()), ref.conj().T)
