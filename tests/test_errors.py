@@ -762,10 +762,12 @@ def test_ndarray_subclasses_held_as_ndarray(kind: str, name: str, tmp_path: Any)
     op = _constructors(wrap)[name]()
     ref = _constructors(np.asarray)[name]()
     for leaf in sl.pytree.tree_flatten(op)[0]:
-        assert type(leaf) is not np.matrix and not isinstance(leaf, (_Sub, np.memmap))
+        assert type(leaf) is not np.matrix
+        assert not isinstance(leaf, (_Sub, np.memmap))
     x = np.arange(1.0, op.shape[1] + 1)
     y = op @ x
-    assert type(y) is np.ndarray and y.shape == (op.shape[0],)
+    assert type(y) is np.ndarray
+    assert y.shape == (op.shape[0],)
     np.testing.assert_allclose(y, ref @ x)
     assert type(op.to_dense()) is np.ndarray
 
@@ -795,16 +797,15 @@ def test_masked_arrays_refused_by_constructors(name: str) -> None:
 @pytest.mark.parametrize("where", ["A @ x", "x @ A", "solve", "A.T @ x"])
 def test_masked_operands_refused(where: str) -> None:
     x = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    call = {
+        "A @ x": lambda A: A @ x,
+        "x @ A": lambda A: x @ A,
+        "solve": lambda A: sl.solve(A, x),
+        "A.T @ x": lambda A: A.T @ x,
+    }[where]
     for A in (sl.Dense(M33), sl.Diagonal(np.array([1.0, 2.0, 3.0])), sl.Identity(3)):
         with pytest.raises(TypeError, match=r"masked array"):
-            if where == "A @ x":
-                A @ x
-            elif where == "x @ A":
-                x @ A
-            elif where == "solve":
-                sl.solve(A, x)
-            else:
-                A.T @ x
+            call(A)
 
 
 # -- dtypes ----------------------------------------------------------------------------------
@@ -888,18 +889,21 @@ def test_static_dtypes_and_devices_are_backend_objects() -> None:
 def test_static_devices_torch() -> None:
     torch = pytest.importorskip("torch")
     cpu = torch.device("cpu")
-    I = sl.Identity(3, dtype=torch.float32, backend="torch")
-    assert I.dtype is torch.float32 and I.device == cpu and isinstance(I.device, torch.device)
+    eye = sl.Identity(3, dtype=torch.float32, backend="torch")
+    assert eye.dtype is torch.float32
+    assert isinstance(eye.device, torch.device)
+    assert eye.device == cpu
     assert sl.Identity(3, dtype=np.float32, backend="torch").dtype is torch.float32
     assert sl.Identity(3, backend="torch", device="cpu").device == cpu
     assert isinstance(sl.Identity(3).to(backend="torch", device="cpu").device, torch.device)
-    assert isinstance(I.to(device="cpu").device, torch.device)
+    assert isinstance(eye.to(device="cpu").device, torch.device)
     S = sl.Permutation.stride(2, 2).to(backend="torch", device="cpu")
-    assert isinstance(S.device, torch.device) and S.T.device == cpu
+    assert isinstance(S.device, torch.device)
+    assert S.T.device == cpu
     assert isinstance(sl.Dense(torch.eye(2)).to(device="cpu").device, torch.device)
     # bound to the device its arrays are on, it composes with operators there
     D = sl.Dense(torch.eye(3))
-    np.testing.assert_allclose(to_numpy((D + I).to_dense()), 2 * np.eye(3))
+    np.testing.assert_allclose(to_numpy((D + eye).to_dense()), 2 * np.eye(3))
     assert sl.Identity(3, dtype=torch.float32).dtype is torch.float32  # value-free, torch dtype
 
 
