@@ -241,7 +241,7 @@ def test_permutation_list() -> None:
 
 
 def test_stride_permutation_bad_sizes() -> None:
-    with pytest.raises(ValueError, match=r"rows must be positive, got 0"):
+    with pytest.raises(ValueError, match=r"rows must be a positive integer, got 0"):
         sl.Permutation.stride(0, 3)
 
 
@@ -934,12 +934,26 @@ def _size_takers() -> dict[str, Any]:
         ),
         "project TT": lambda n: sl.project(W, sl.TT, ms=(n, 2), ns=(2, 2), ranks=1),
         "project BTT": lambda n: sl.project(W, sl.BTT, ms=(2, 2), ns=(2, 2), ranks=n),
+        "nn.Linear in_features": lambda n: _snn().Linear(n, 8, "lowrank"),
+        "nn.Linear nblocks": lambda n: _snn().Linear(16, 8, "monarch", nblocks=n),
+        "nn.Linear rank": lambda n: _snn().Linear(16, 8, "btt", rank=n),
+        "nn.Linear factors": lambda n: _snn().Linear(16, 8, "kron", factors=((n, 4), (4, 4))),
     }
+
+
+def _snn() -> Any:
+    pytest.importorskip("torch")
+    import structlin.nn
+
+    return structlin.nn
 
 
 @pytest.mark.parametrize("value", [2.0, 2.5, True, np.float64(2.0), "2", None])
 @pytest.mark.parametrize("name", list(_size_takers()))
 def test_non_integer_sizes_refused(name: str, value: Any) -> None:
+    if value is None and name in ("nn.Linear nblocks", "nn.Linear rank"):
+        assert _size_takers()[name](value) is not None  # an option of None is its default
+        return
     # (`nblocks=None` is "not given": project(W, Monarch) then asks for one of the two.)
     with pytest.raises(TypeError, match=r"must be an integer|must be an int|needs exactly one"):
         _size_takers()[name](value)
@@ -956,7 +970,7 @@ def test_integer_sizes_accepted(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(_size_takers()))
 def test_negative_sizes_refused(name: str) -> None:
-    with pytest.raises(ValueError, match=r"must be (positive|non-negative)"):
+    with pytest.raises(ValueError, match=r"must be (a )?(positive|non-negative)"):
         _size_takers()[name](-1)
 
 

@@ -36,7 +36,9 @@ def size(value: Any, what: str, minimum: int | None = 1) -> int:
             "sizes are never rounded, pass an int"
         ) from None
     if minimum is not None and n < minimum:
-        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
         raise ValueError(f"{what} must be {kind}, got {n}")
     return n
 
