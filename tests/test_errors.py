@@ -838,6 +838,12 @@ def test_integer_dtypes_refused(name: str, dtype: Any) -> None:
 
 def test_integer_torch_dtypes_refused() -> None:
     torch = pytest.importorskip("torch")
+    import structlin.nn as snn
+
+    for dtype in (torch.int64, torch.uint8, torch.bool, torch.complex64, np.float32):
+        with pytest.raises(TypeError, match=r"Linear dtype must be a real floating-point"):
+            snn.Linear(16, 8, "monarch", dtype=dtype)
+    assert sl.Identity(2, dtype="bfloat16", backend="torch").dtype is torch.bfloat16
     for dtype in (torch.int64, torch.uint8, torch.bool):
         with pytest.raises(TypeError, match=r"floating-point or complex dtype"):
             sl.Identity(3, dtype=dtype)

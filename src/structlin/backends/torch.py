@@ -44,6 +44,10 @@ class TorchBackend(Backend):
     def canonical_dtype(self, dtype: DType) -> DType:
         if isinstance(dtype, torch.dtype):
             return dtype
+        if isinstance(dtype, str):  # also names NumPy lacks, such as "bfloat16"
+            named = getattr(torch, dtype.removeprefix("torch."), None)
+            if isinstance(named, torch.dtype):
+                return named
         return getattr(torch, np.dtype(dtype).name)
 
     def asarray(self, x: Any, dtype: DType = None, device: Device = None) -> Array:
