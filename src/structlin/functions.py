@@ -377,7 +377,8 @@ def to(
         dtype = _checks.float_dtype(dtype, target, "to: dtype")
         if A.dtype is not None:
             source = A.backend if A.backend is not None else _checks.dtype_backend(A.dtype)
-            if source.is_complex(A.dtype) and not (target or source).is_complex(dtype):
+            real = not (target or _checks.dtype_backend(dtype)).is_complex(dtype)
+            if source.is_complex(A.dtype) and real:
                 raise TypeError(
                     f"to: casting the complex {type(A).__name__} ({A.dtype}) to the real dtype "
                     f"{dtype} would drop the imaginary part; structlin does not do that "
