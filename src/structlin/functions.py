@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 from structlin import _checks, rules
-from structlin import pytree as _pytree
 from structlin.backends import (
     _BY_TYPE,
     Array,
@@ -300,10 +299,17 @@ def _fresh(Y: Array, A: LinearOperator) -> Array:
     backend = backend_of(Y)
     if backend.name == "jax":  # immutable
         return Y
-    for leaf in _pytree.tree_flatten(A)[0]:
-        if is_array(leaf) and backend_of(leaf) is backend and backend.may_share_memory(Y, leaf):
-            return backend.copy(Y)
-    return Y
+    return backend.copy(Y) if _shares_memory(Y, A, backend) else Y
+
+
+def _shares_memory(Y: Array, A: LinearOperator, backend: Backend) -> bool:
+    for child in A._child_values():
+        if isinstance(child, LinearOperator):
+            if _shares_memory(Y, child, backend):
+                return True
+        elif _BY_TYPE.get(type(child)) is backend and backend.may_share_memory(Y, child):
+            return True
+    return False
 
 
 def slogdet(A: LinearOperator) -> tuple[Array, Array]:

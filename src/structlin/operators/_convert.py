@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, backend_of, is_array
+from structlin.backends import Backend, backend_of, get_backend, is_array
 from structlin.operator import LinearOperator
 from structlin.pytree import _flatten_one, _unflatten_one
 
@@ -54,9 +55,6 @@ def static_meta(
     `None`). A value-free operator (no backend) has no device: it adopts its operand's,
     so a `device` without a `backend` is refused.
     """
-    from structlin import _checks
-    from structlin.backends import get_backend
-
     if isinstance(backend, str):
         backend = get_backend(backend)
     if backend is not None and not isinstance(backend, Backend):
@@ -106,8 +104,6 @@ def bind(
 
 def unify(ops: tuple[LinearOperator, ...], what: str) -> tuple[LinearOperator, ...]:
     """Check that `ops` share a backend and device, then `bind` them to it and their common dtype."""
-    from structlin import _checks
-
     _checks.same_backend(ops, what)
     bound = next((op for op in ops if op.backend is not None), None)
     if bound is None:
