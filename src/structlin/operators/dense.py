@@ -14,7 +14,8 @@ class Dense(LinearOperator):
 
     Costs: `A @ X` is one matmul, `O(mnk)`; `inv` forms the explicit inverse
     (`O(n^3)` once, `O(n^2)` per application); `solve` is one LU solve;
-    `slogdet` one LU factorisation.
+    `slogdet` one LU factorisation; `to_dense` a copy of the array, `O(mn)`.
+    The operator holds `array` itself (no copy), so later writes into it show through.
 
     Args:
         array: Floating-point or complex array of shape `(m, n)`.
