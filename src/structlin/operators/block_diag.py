@@ -186,7 +186,7 @@ def project(W: object, structure: type[BlockDiag], *, nblocks: int):
     b = _checks.size(nblocks, "project(W, BlockDiag): nblocks")
     if m % b or n % b:
         raise ValueError(
-            f"project(W, BlockDiag): nblocks={b} must divide both sides of W of shape "
+            f"project(W, BlockDiag): nblocks={b} must be a positive integer dividing both sides of W of shape "
             f"{_checks.shape_str(W.shape)}"
         )
     backend = backend_of(W)
