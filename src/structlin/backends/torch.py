@@ -68,7 +68,12 @@ class TorchBackend(Backend):
 
     def canonical_device(self, device: Device) -> Device:
         if device is not None:
-            return torch.device(device)
+            device = torch.device(device)
+            if device.index is None and device.type not in ("cpu", "meta"):
+                # "cuda" means the current one: name it as tensors there report it
+                # ("cuda:0"), so that device checks compare equal.
+                device = torch.empty(0, device=device).device
+            return device
         default = getattr(torch, "get_default_device", None)  # PyTorch >= 2.3
         return default() if default is not None else torch.device("cpu")
 
