@@ -241,7 +241,7 @@ def test_permutation_list() -> None:
 
 
 def test_stride_permutation_bad_sizes() -> None:
-    with pytest.raises(ValueError, match=r"0, 3"):
+    with pytest.raises(ValueError, match=r"rows must be a positive integer, got 0"):
         sl.Permutation.stride(0, 3)
 
 
@@ -307,7 +307,7 @@ def test_low_rank_mixed_backends(a: str, b: str) -> None:
 def test_identity_bad_size() -> None:
     with pytest.raises(ValueError, match=r"-1"):
         sl.Identity(-1)
-    with pytest.raises(ValueError, match=r"2\.5"):
+    with pytest.raises(TypeError, match=r"2\.5"):
         sl.Identity(2.5)
 
 
@@ -716,3 +716,283 @@ def test_nonsingular_inverses_work(backend: str) -> None:
     np.testing.assert_allclose(to_numpy(A.inv() @ arr(x, backend)), np.linalg.solve(dense, x))
     D = sl.Diagonal(arr(np.array([1.0, -2.0, 4.0, 0.5]), backend))
     np.testing.assert_allclose(to_numpy(sl.solve(D, arr(x, backend))), x / [1.0, -2.0, 4.0, 0.5])
+
+
+# -- array subclasses --------------------------------------------------------------------------
+# np.matrix and other ndarray subclasses are viewed as plain ndarrays at every entry point
+# (constructors and operands); masked arrays are refused wherever an array is taken.
+def _constructors(wrap: Any) -> dict[str, Any]:
+    """Every way an array gets into an operator, each given arrays through `wrap`."""
+    b = np.stack([np.eye(2), 2 * np.eye(2)])
+    return {
+        "Dense": lambda: sl.Dense(wrap(M33)),
+        "Diagonal": lambda: sl.Diagonal(wrap(np.array([1.0, 2.0, 3.0]))),
+        "BlockDiag": lambda: sl.BlockDiag(wrap(b)),
+        "LowRank": lambda: sl.LowRank(wrap(np.ones((3, 1))), wrap(np.ones((1, 3)))),
+        "Kron": lambda: sl.Kron(wrap(np.eye(2)), wrap(M33)),
+        "Sum": lambda: sl.Sum(wrap(M33), wrap(np.eye(3))),
+        "Product": lambda: sl.Product(wrap(M33), wrap(np.eye(3))),
+        "Monarch": lambda: sl.Monarch(wrap(b), wrap(b)),
+        "GeneralizedMonarch": lambda: sl.GeneralizedMonarch([wrap(b)], [None, None]),
+        "TT": lambda: sl.TT(wrap(np.ones((1, 2, 2, 1)))),
+        "BTT": lambda: sl.BTT(wrap(np.ones((1, 1, 2, 2)))),
+        "ScalarMul": lambda: sl.ScalarMul(wrap(np.array(2.0)), sl.Dense(M33)),
+        "Permutation": lambda: sl.Permutation(wrap(np.array([2, 0, 1]))),
+        "project": lambda: sl.project(wrap(M33), sl.LowRank, rank=1),
+    }
+
+
+class _Sub(np.ndarray):
+    """A user's ndarray subclass."""
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass")
+@pytest.mark.parametrize("kind", ["matrix", "subclass", "memmap"])
+@pytest.mark.parametrize("name", list(_constructors(np.asarray)))
+def test_ndarray_subclasses_held_as_ndarray(kind: str, name: str, tmp_path: Any) -> None:
+    def wrap(x: np.ndarray) -> Any:
+        if kind == "matrix":
+            return np.matrix(x) if x.ndim == 2 else x  # np.matrix is 2-D only
+        if kind == "memmap":
+            m = np.memmap(tmp_path / f"{id(x)}.bin", dtype=x.dtype, mode="w+", shape=x.shape)
+            m[...] = x
+            return m
+        return x.view(_Sub)
+
+    op = _constructors(wrap)[name]()
+    ref = _constructors(np.asarray)[name]()
+    for leaf in sl.pytree.tree_flatten(op)[0]:
+        assert type(leaf) is not np.matrix
+        assert not isinstance(leaf, (_Sub, np.memmap))
+    x = np.arange(1.0, op.shape[1] + 1)
+    y = op @ x
+    assert type(y) is np.ndarray
+    assert y.shape == (op.shape[0],)
+    np.testing.assert_allclose(y, ref @ x)
+    assert type(op.to_dense()) is np.ndarray
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass")
+@pytest.mark.parametrize("where", ["A @ x", "x @ A", "solve"])
+def test_matrix_operands_are_plain(where: str) -> None:
+    """A (n, 1) or (1, n) np.matrix operand gives the plain ndarray result its ndarray would."""
+    for A in (sl.Dense(M33), sl.Diagonal(np.array([1.0, 2.0, 3.0])), sl.Identity(3), sl.Kron(M33)):
+        col, row = np.matrix([[1.0], [2.0], [3.0]]), np.matrix([[1.0, 2.0, 3.0]])
+        if where == "A @ x":
+            y, ref = A @ col, A.to_dense() @ np.asarray(col)
+        elif where == "x @ A":
+            y, ref = row @ A, np.asarray(row) @ A.to_dense()
+        else:
+            y, ref = sl.solve(A, col), np.linalg.solve(A.to_dense(), np.asarray(col))
+        assert type(y) is np.ndarray, (type(A).__name__, type(y))
+        np.testing.assert_allclose(y, ref)
+
+
+@pytest.mark.parametrize("name", list(_constructors(np.asarray)))
+def test_masked_arrays_refused_by_constructors(name: str) -> None:
+    with pytest.raises(TypeError, match=r"masked array.*filled\(.*\.data"):
+        _constructors(lambda x: np.ma.masked_array(x, mask=np.zeros(x.shape, bool)))[name]()
+
+
+@pytest.mark.parametrize("where", ["A @ x", "x @ A", "solve", "A.T @ x"])
+def test_masked_operands_refused(where: str) -> None:
+    x = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])
+    call = {
+        "A @ x": lambda A: A @ x,
+        "x @ A": lambda A: x @ A,
+        "solve": lambda A: sl.solve(A, x),
+        "A.T @ x": lambda A: A.T @ x,
+    }[where]
+    for A in (sl.Dense(M33), sl.Diagonal(np.array([1.0, 2.0, 3.0])), sl.Identity(3)):
+        with pytest.raises(TypeError, match=r"masked array"):
+            call(A)
+
+
+# -- dtypes ----------------------------------------------------------------------------------
+def _dtype_takers() -> dict[str, Any]:
+    """Everything that takes a `dtype=` argument, as `f(dtype)`."""
+    return {
+        "Identity": lambda d: sl.Identity(3, dtype=d),
+        "Identity torch": lambda d: sl.Identity(3, dtype=d, backend="torch"),
+        "Permutation": lambda d: sl.Permutation(np.array([1, 0]), dtype=d),
+        "stride": lambda d: sl.Permutation.stride(2, 2, dtype=d),
+        "StridePermutation": lambda d: sl.StridePermutation(2, 2, dtype=d),
+        "to": lambda d: sl.Dense(M33).to(dtype=d),
+        "to torch": lambda d: sl.Dense(M33).to(dtype=d, backend="torch"),
+        "Monarch.random": lambda d: sl.Monarch.random(4, 4, 2, dtype=d),
+        "BTT.random": lambda d: sl.BTT.random((2, 2), (2, 2), 1, dtype=d),
+        "TT.random": lambda d: sl.TT.random((2, 2), (2, 2), 1, dtype=d),
+        "hadamard": lambda d: sl.hadamard(4, dtype=d),
+        "dft": lambda d: sl.dft(4, dtype=d),
+    }
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool", np.int64, int, bool])
+@pytest.mark.parametrize("name", list(_dtype_takers()))
+def test_integer_dtypes_refused(name: str, dtype: Any) -> None:
+    if "torch" in name:
+        pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"dtype must be a floating-point or complex dtype"):
+        _dtype_takers()[name](dtype)
+
+
+def test_integer_torch_dtypes_refused() -> None:
+    torch = pytest.importorskip("torch")
+    import structlin.nn as snn
+
+    for dtype in (torch.int64, torch.uint8, torch.bool, torch.complex64, np.float32):
+        with pytest.raises(TypeError, match=r"Linear dtype must be a real floating-point"):
+            snn.Linear(16, 8, "monarch", dtype=dtype)
+    assert sl.Identity(2, dtype="bfloat16", backend="torch").dtype is torch.bfloat16
+    for dtype in (torch.int64, torch.uint8, torch.bool):
+        with pytest.raises(TypeError, match=r"floating-point or complex dtype"):
+            sl.Identity(3, dtype=dtype)
+        with pytest.raises(TypeError, match=r"floating-point or complex dtype"):
+            sl.Dense(torch.eye(2, dtype=torch.float64)).to(dtype=dtype)
+
+
+def test_not_a_dtype() -> None:
+    with pytest.raises(TypeError, match=r"Identity dtype must be a dtype.*'floot32'"):
+        sl.Identity(3, dtype="floot32")
+
+
+@pytest.mark.filterwarnings("error")
+def test_complex_to_real_refused(backend: str) -> None:
+    A = sl.Dense(arr(M33 * (1 + 1j), backend))
+    real = {"numpy": np.float64, "jax": np.float32}.get(backend)
+    if backend == "torch":
+        import torch
+
+        real = torch.float64
+    for op in (A, A @ sl.Diagonal(arr(np.ones(3) + 0j, backend)), 2.0 * A):
+        with pytest.raises(TypeError, match=r"imaginary part.*real"):
+            op.to(dtype=real)
+    with pytest.raises(TypeError, match=r"imaginary part"):
+        sl.Identity(3, dtype=np.complex128).to(dtype=np.float32)
+    # complex to complex and real to complex still work
+    assert "complex64" in str(A.to(dtype="complex64").dtype)
+    assert "complex128" in str(sl.Dense(arr(M33, backend)).to(dtype="complex128").dtype)
+
+
+def test_static_dtypes_and_devices_are_backend_objects() -> None:
+    assert sl.Identity(3, dtype=np.float64).dtype == np.dtype("float64")
+    assert type(sl.Identity(3, dtype=np.float64).dtype) is type(np.dtype("float64"))
+    assert type(sl.Identity(3, dtype="float32").dtype) is type(np.dtype("float32"))
+    assert type(sl.Permutation(np.array([1, 0]), dtype=np.float32).dtype) is type(
+        np.dtype("float32")
+    )
+    assert type(sl.Permutation.stride(2, 2, dtype=np.float32).dtype) is type(np.dtype("float32"))
+    assert sl.Identity(3, dtype=np.float64).to(dtype=np.float32).dtype == np.dtype("float32")
+    # value-free: no dtype, no device; a device needs a backend
+    assert sl.Identity(3).to(device="cpu").device is None
+    with pytest.raises(ValueError, match=r"device='cpu' needs a backend"):
+        sl.Identity(3, device="cpu")
+    assert sl.Identity(3, backend="numpy", device="cpu").device is None
+    with pytest.raises(ValueError, match=r"CPU"):
+        sl.Identity(3, backend="numpy", device="cuda")
+
+
+def test_static_devices_torch() -> None:
+    torch = pytest.importorskip("torch")
+    cpu = torch.device("cpu")
+    eye = sl.Identity(3, dtype=torch.float32, backend="torch")
+    assert eye.dtype is torch.float32
+    assert isinstance(eye.device, torch.device)
+    assert eye.device == cpu
+    assert sl.Identity(3, dtype=np.float32, backend="torch").dtype is torch.float32
+    assert sl.Identity(3, backend="torch", device="cpu").device == cpu
+    assert isinstance(sl.Identity(3).to(backend="torch", device="cpu").device, torch.device)
+    assert isinstance(eye.to(device="cpu").device, torch.device)
+    S = sl.Permutation.stride(2, 2).to(backend="torch", device="cpu")
+    assert isinstance(S.device, torch.device)
+    assert S.T.device == cpu
+    assert isinstance(sl.Dense(torch.eye(2)).to(device="cpu").device, torch.device)
+    # bound to the device its arrays are on, it composes with operators there
+    D = sl.Dense(torch.eye(3))
+    np.testing.assert_allclose(to_numpy((D + eye).to_dense()), 2 * np.eye(3))
+    assert sl.Identity(3, dtype=torch.float32).dtype is torch.float32  # value-free, torch dtype
+
+
+# -- sizes -----------------------------------------------------------------------------------
+def _size_takers() -> dict[str, Any]:
+    """Everything that takes a size or count, as `f(n)` with `n` in a valid position."""
+    b = np.ones((2, 2, 2))
+    W = np.ones((4, 4))
+    return {
+        "Identity": lambda n: sl.Identity(n),
+        "stride rows": lambda n: sl.Permutation.stride(n, 2),
+        "stride cols": lambda n: sl.StridePermutation(2, n),
+        "Monarch shape": lambda n: sl.Monarch(b, b, shape=(n, 4)),
+        "GeneralizedMonarch perms": lambda n: sl.GeneralizedMonarch([b], [(n, 2), None]),
+        "Monarch.layout": lambda n: sl.Monarch.layout(n, 4, 2),
+        "Monarch.random": lambda n: sl.Monarch.random(4, 4, n),
+        "BTT.random": lambda n: sl.BTT.random((n, 2), (2, 2), 1),
+        "TT.random": lambda n: sl.TT.random((2, 2), (2, 2), n),
+        "dft": lambda n: sl.dft(n),
+        "dft factors": lambda n: sl.dft(4, factors=(n, 2)),
+        "hadamard": lambda n: sl.hadamard(n),
+        "project LowRank": lambda n: sl.project(W, sl.LowRank, rank=n),
+        "project BlockDiag": lambda n: sl.project(W, sl.BlockDiag, nblocks=n),
+        "project Kron": lambda n: sl.project(W, sl.Kron, factor_shapes=((n, 2), (2, 2))),
+        "project Monarch": lambda n: sl.project(W, sl.Monarch, nblocks=n),
+        "project Monarch blocks": lambda n: sl.project(
+            W, sl.Monarch, blocks=((2, 2, n), (2, 2, 2))
+        ),
+        "project TT": lambda n: sl.project(W, sl.TT, ms=(n, 2), ns=(2, 2), ranks=1),
+        "project BTT": lambda n: sl.project(W, sl.BTT, ms=(2, 2), ns=(2, 2), ranks=n),
+        "nn.Linear in_features": lambda n: _snn().Linear(n, 8, "lowrank"),
+        "nn.Linear nblocks": lambda n: _snn().Linear(16, 8, "monarch", nblocks=n),
+        "nn.Linear rank": lambda n: _snn().Linear(16, 8, "btt", rank=n),
+        "nn.Linear factors": lambda n: _snn().Linear(16, 8, "kron", factors=((n, 4), (4, 4))),
+    }
+
+
+def _snn() -> Any:
+    pytest.importorskip("torch")
+    import structlin.nn
+
+    return structlin.nn
+
+
+@pytest.mark.parametrize("value", [2.0, 2.5, True, np.float64(2.0), "2", None])
+@pytest.mark.parametrize("name", list(_size_takers()))
+def test_non_integer_sizes_refused(name: str, value: Any) -> None:
+    if value is None and name in ("nn.Linear nblocks", "nn.Linear rank"):
+        assert _size_takers()[name](value) is not None  # an option of None is its default
+        return
+    # (`nblocks=None` is "not given": project(W, Monarch) then asks for one of the two.)
+    with pytest.raises(TypeError, match=r"must be an integer|must be an int|needs exactly one"):
+        _size_takers()[name](value)
+
+
+@pytest.mark.parametrize("name", list(_size_takers()))
+def test_integer_sizes_accepted(name: str) -> None:
+    for value in (2, np.int64(2), np.int32(2), np.array(2)):
+        out = _size_takers()[name](value)
+        assert out is not None
+        if isinstance(out, sl.LinearOperator):
+            assert all(type(s) is int for s in out.shape)
+
+
+@pytest.mark.parametrize("name", list(_size_takers()))
+def test_negative_sizes_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=r"must be (a )?(positive|non-negative)"):
+        _size_takers()[name](-1)
+
+
+# -- Permutation indices -------------------------------------------------------------------------
+def test_permutation_index_kinds(backend: str) -> None:
+    """Every integer kind is taken (converted to the backend's index dtype); bool and
+    floating-point indices are refused."""
+    dtypes = ["int8", "int16", "int32", "int64", "uint8", "uint16"]
+    if backend != "torch":
+        dtypes += ["uint32", "uint64"]
+    x = np.array([10.0, 20.0, 30.0])
+    for dtype in dtypes:
+        P = sl.Permutation(arr(np.array([2, 0, 1], dtype=dtype), backend))
+        np.testing.assert_allclose(to_numpy(P @ arr(x, backend)), x[[2, 0, 1]])
+        np.testing.assert_allclose(to_numpy(arr(x, backend) @ P), x @ np.eye(3)[[2, 0, 1]])
+        assert float(to_numpy(sl.slogdet(P)[0])) == 1.0
+    for dtype, pattern in (("bool", "bool"), ("float64", "float")):
+        with pytest.raises(TypeError, match=rf"integer dtype, got .*{pattern}"):
+            sl.Permutation(arr(np.array([1, 0], dtype=dtype), backend))

@@ -61,7 +61,10 @@ def test_block_diag_and_diagonal_keep_what_they_can() -> None:
     np.testing.assert_allclose(error(W, B), np.linalg.norm(W[~mask]))
     S = rng.standard_normal((5, 5))
     np.testing.assert_array_equal(sl.project(S, sl.Diagonal).diag, np.diag(S))
-    assert sl.project(S, sl.Dense).to_dense() is S
+    D = sl.project(S, sl.Dense)
+    assert D.array is S  # held as it is, like every operator's arrays
+    assert D.to_dense() is not S  # results are new arrays
+    np.testing.assert_array_equal(D.to_dense(), S)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,23 +5,107 @@ Every message names the offending shapes, dtypes or backends and says how to fix
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from structlin.backends import Array, Backend, backend_of, get_backend, is_array
+import numpy as np
+
+from structlin.backends import _BY_TYPE, Array, Backend, DType, backend_of, get_backend, is_array
 
 
 def shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def size(value: Any, what: str, minimum: int | None = 1) -> int:
+    """`value` as a Python int, for an argument that is a size or a count.
+
+    Python ints and NumPy integer scalars (anything `operator.index` takes) are
+    accepted; bools, floats (even `4.0`) and values below `minimum` are refused,
+    never truncated (`minimum=None`: no bound, for callers that check it themselves).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be an integer, got the bool {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be an integer, got {type(value).__name__} {value!r}; "
+            "sizes are never rounded, pass an int"
+        ) from None
+    if minimum is not None and n < minimum:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{what} must be {kind}, got {n}")
+    return n
+
+
+def plain_array(x: Any, what: str) -> Array:
+    """`x` as its library's plain array type, or a `TypeError`.
+
+    NumPy subclasses are viewed as `numpy.ndarray` (no copy): a `numpy.matrix` would
+    turn every product into a 2-D matrix, and other subclasses' extra meaning (units,
+    memory maps) is not linear algebra. Masked arrays are refused, since a mask has no
+    linear-algebra meaning and dropping it silently would compute with the hidden
+    entries. PyTorch tensor subclasses (`nn.Parameter`) and JAX arrays pass as they are.
+    """
+    if type(x) in _BY_TYPE:  # a plain array type met before: the common case
+        return x
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{what}: got a numpy masked array; structlin does not support masks (a mask has no "
+            "linear-algebra meaning): pass x.filled(value) to fill the masked entries, or "
+            "x.data to use the stored values as they are"
+        )
+    if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+        return np.asarray(x)
+    return x
+
+
+def float_dtype(dtype: DType, backend: Backend | None, what: str) -> DType:
+    """`dtype` (a dtype of any library, a scalar type such as `numpy.float32`, or a name)
+    as `backend`'s dtype object; `TypeError` unless it is floating point or complex.
+
+    With no backend, a PyTorch dtype stays a PyTorch dtype and anything else becomes a
+    `numpy.dtype`. `None` passes through.
+    """
+    if dtype is None:
+        return None
+    if backend is None:
+        backend = dtype_backend(dtype)
+    try:
+        canonical = backend.canonical_dtype(dtype)
+    except (TypeError, ValueError, AttributeError):
+        raise TypeError(
+            f"{what} must be a dtype such as numpy.float64 or torch.float32, got {dtype!r}"
+        ) from None
+    if not backend.is_floating(canonical):
+        raise TypeError(
+            f"{what} must be a floating-point or complex dtype, got {canonical}; structlin "
+            "operators hold real or complex floating-point values: use e.g. float32, float64 "
+            "or complex128"
+        )
+    return canonical
+
+
+def dtype_backend(dtype: DType) -> Backend:
+    """The backend whose dtype objects `dtype` is: PyTorch for a `torch.dtype`, else NumPy."""
+    torch = sys.modules.get("torch")
+    return get_backend("torch" if torch is not None and isinstance(dtype, torch.dtype) else "numpy")
+
+
 def float_array(x: Any, what: str, ndim: int | None = None) -> tuple[Array, Backend]:
-    """Check that `x` is a floating-point array (of `ndim` dimensions) and return its backend."""
+    """Check that `x` is a floating-point array (of `ndim` dimensions); return it (viewed as
+    its library's plain array type, see `plain_array`) and its backend."""
     if not is_array(x):
         raise TypeError(
             f"{what} must be a NumPy, PyTorch or JAX array, got {type(x).__name__}; "
             "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
         )
+    x = plain_array(x, what)
     backend = backend_of(x)
     if not backend.is_floating(x.dtype):
         raise TypeError(

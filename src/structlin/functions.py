@@ -107,6 +107,7 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             f"{what}: expected an array, got {type(X).__name__}; "
             "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
         )
+    X = _checks.plain_array(X, what)
     backend = backend_of(X)
     if A.backend is not None and backend is not A.backend:
         raise TypeError(
@@ -327,13 +328,40 @@ def to_dense(A: LinearOperator) -> Array:
     for Kron, the blocks for BlockDiag, core contractions for TT and BTT, ...), otherwise
     by applying `A` to the identity (`A @ I`, e.g. for Monarch: `O(n)` matmat columns).
 
+    The result is a new array: it never shares memory with the arrays `A` holds
+    (for a [`Dense`][structlin.Dense] it is a copy, `O(mn)`), so writing into it
+    leaves `A` as it was.
+
     Examples:
         >>> import numpy as np, structlin as sl
         >>> sl.to_dense(sl.Kron(np.eye(2), np.ones((1, 2))))
         array([[1., 1., 0., 0.],
                [0., 0., 1., 1.]])
     """
-    return rules.to_dense(A)
+    return _fresh(rules.to_dense(A), A)
+
+
+def _fresh(Y: Array, A: LinearOperator) -> Array:
+    """`Y`, or a copy of it where it may share memory with an array `A` holds: results of
+    the public functions never alias an operator's storage (a `Dense`'s matrix, a
+    `Diagonal`'s entries, a single core), whichever rule produced them. `O(1)` per leaf
+    of `A` to check; a copy, `O(size of Y)`, only where needed."""
+    if not is_array(Y):
+        return Y
+    backend = backend_of(Y)
+    if backend.name == "jax":  # immutable
+        return Y
+    return backend.copy(Y) if _shares_memory(Y, A, backend) else Y
+
+
+def _shares_memory(Y: Array, A: LinearOperator, backend: Backend) -> bool:
+    for child in A._child_values():
+        if isinstance(child, LinearOperator):
+            if _shares_memory(Y, child, backend):
+                return True
+        elif _BY_TYPE.get(type(child)) is backend and backend.may_share_memory(Y, child):
+            return True
+    return False
 
 
 def slogdet(A: LinearOperator) -> tuple[Array, Array]:
@@ -380,12 +408,15 @@ def diag(A: LinearOperator) -> Array:
     """The diagonal `A[i, i]`, `i < min(m, n)`: structured for Kron, BlockDiag,
     Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise.
 
+    A new array, never sharing memory with the arrays `A` holds (for a `Diagonal`,
+    a copy of its entries).
+
     Examples:
         >>> import numpy as np, structlin as sl
         >>> sl.diag(sl.Kron(np.diag([1.0, 2.0]), np.diag([1.0, 10.0])))
         array([ 1., 10.,  2., 20.])
     """
-    return rules.diag(A)
+    return _fresh(rules.diag(A), A)
 
 
 def trace(A: LinearOperator) -> Array:
@@ -418,9 +449,31 @@ def to(
         >>> A = sl.Kron(np.eye(2), np.eye(3))
         >>> sl.to(A, dtype=np.float32).dtype
         dtype('float32')
+
+    Raises:
+        TypeError: `dtype` is not a floating-point or complex dtype (integer and
+            boolean dtypes are refused), or it is real while `A` is complex: the cast
+            would drop the imaginary part, so build the operator from the real parts
+            of its arrays (`x.real`) instead if that is what you want.
+        ValueError: a `device` the backend cannot place arrays on (NumPy: not the CPU).
     """
     if isinstance(backend, str):
         backend = get_backend(backend)
+    target = backend if backend is not None else A.backend
+    if dtype is not None:
+        dtype = _checks.float_dtype(dtype, target, "to: dtype")
+        if A.dtype is not None:
+            source = A.backend if A.backend is not None else _checks.dtype_backend(A.dtype)
+            real = not (target or _checks.dtype_backend(dtype)).is_complex(dtype)
+            if source.is_complex(A.dtype) and real:
+                raise TypeError(
+                    f"to: casting the complex {type(A).__name__} ({A.dtype}) to the real dtype "
+                    f"{dtype} would drop the imaginary part; structlin does not do that "
+                    "silently: take the real part explicitly (e.g. sl.Dense(A.to_dense().real), "
+                    "or build the operator from x.real of its arrays)"
+                )
+    if device is not None and target is not None:
+        device = target.canonical_device(device)
     return rules.to(A, dtype, device, backend)
 
 
@@ -455,7 +508,7 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
         >>> B.blocks.shape
         (2, 4, 4)
     """
-    _checks.float_array(W, "project: W", ndim=2)
+    W, _ = _checks.float_array(W, "project: W", ndim=2)
     if not (isinstance(structure, type) and issubclass(structure, LinearOperator)):
         raise TypeError(
             f"project: structure must be an operator class such as sl.Monarch, got {structure!r}"

@@ -56,17 +56,43 @@ class LinearOperator(abc.ABC):
     """A matrix `A` of shape `(m, n)` represented by structure.
 
     Attributes:
-        shape: `(m, n)`.
-        dtype: The dtype of `A`'s entries (`None` for value-free operators such
+        shape: `(m, n)`, Python ints.
+        dtype: The dtype of `A`'s entries, as the backend's dtype object
+            (`numpy.dtype`, `torch.dtype`); `None` for value-free operators such
             as a generic [`Identity`][structlin.Identity], which adopt the dtype
-            of what they act on).
+            of what they act on.
         backend: The [`Backend`][structlin.backends.Backend] of the arrays
             (`None` for value-free operators).
-        device: Where the arrays live (`None` for NumPy and value-free operators).
+        device: Where the arrays live, as the backend's device object
+            (`torch.device`, a JAX device); `None` for NumPy and for value-free
+            operators, which adopt the device of what they act on.
 
     Operations: `A @ x` (`x` of shape `(n,)` or `(n, k)`), `X @ A` (`X` of shape
     `(..., m)`), `A @ B`, `A + B`, `A - B`, `c * A`, `A / c`, `-A`, `A.T`, `A.H`,
     `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`.
+
+    Inputs: arrays are NumPy arrays, PyTorch tensors (`nn.Parameter` included) or
+    JAX arrays, of a floating-point or complex dtype; integer and boolean arrays
+    and dtypes are refused (`TypeError`), except a
+    [`Permutation`][structlin.Permutation]'s indices. NumPy subclasses such as
+    `numpy.matrix` are viewed as plain `numpy.ndarray`s (no copy; results are
+    ndarrays); masked arrays are refused (`TypeError`: use `x.filled(value)` or
+    `x.data`). Sizes and counts (`Identity(n)`, `nblocks`, `rank`, `shape`, ...)
+    are Python or NumPy integers: bools and floats, even `4.0`, are refused
+    (`TypeError`), negative or zero ones where they must be positive (`ValueError`).
+    Casting a complex operator to a real dtype with `to` is refused (`TypeError`).
+
+    Aliasing: an operator holds the arrays it is given as they are, like a view
+    (no copy, so building one every forward pass from parameters is free), and
+    caches nothing that depends on their values: a write into those arrays shows
+    through on the operator's next use (`A @ x`, `solve`, `to_dense`, `A.T`, ...).
+    `A.T`, and `A.H` of a real operator, hold views of the same arrays; operators
+    derived by arithmetic (`A.inv()` of a `Dense`, `A.H` of a complex NumPy one,
+    a constructor's cast to a common dtype) hold new arrays computed when they
+    are built, so take them again after writing. Results
+    never alias: `to_dense`, `diag`, `A @ x`, `solve` ... return arrays that
+    share no memory with the operator's arrays or with `x`. A `Permutation`
+    copies its indices (the exception: they must stay a valid permutation).
 
     Examples:
         >>> import numpy as np, structlin as sl

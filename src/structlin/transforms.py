@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from structlin import _checks
 from structlin.backends import Backend, Device, DType, get_backend
 from structlin.operators.monarch import Monarch
 
@@ -33,12 +34,14 @@ def _balanced_split(n: int) -> tuple[int, int]:
     return a, n // a
 
 
-def _resolve(backend: Backend | str, dtype: DType, complex_: bool) -> tuple[Backend, DType]:
+def _resolve(
+    backend: Backend | str, dtype: DType, complex_: bool, what: str
+) -> tuple[Backend, DType]:
     if isinstance(backend, str):
         backend = get_backend(backend)
     if dtype is None:
         dtype = "complex128" if complex_ else backend.default_float()
-    return backend, backend.canonical_dtype(dtype)
+    return backend, _checks.float_dtype(dtype, backend, f"{what}: dtype")
 
 
 def dft(
@@ -87,14 +90,18 @@ def dft(
         >>> bool(np.allclose(sl.dft(12) @ x, np.fft.fft(x)))
         True
     """
-    if int(n) != n or n < 1:
-        raise ValueError(f"dft: n must be a positive integer, got {n!r}")
+    n = _checks.size(n, "dft: n")
     if norm not in _SCALE:
         raise ValueError(f"dft: norm must be 'backward', 'ortho' or 'forward', got {norm!r}")
-    a, b = _balanced_split(n) if factors is None else (int(factors[0]), int(factors[1]))
-    if a * b != n or a < 1 or b < 1:
+    if factors is None:
+        a, b = _balanced_split(n)
+    elif isinstance(factors, str) or not hasattr(factors, "__len__") or len(factors) != 2:
+        raise ValueError(f"dft: factors must be a pair (a, b) with a * b == n, got {factors!r}")
+    else:
+        a, b = (_checks.size(f, f"dft: factors[{i}]") for i, f in enumerate(factors))
+    if a * b != n:
         raise ValueError(f"dft: factors {factors} must be positive with a * b == n = {n}")
-    backend, dtype = _resolve(backend, dtype, complex_=True)
+    backend, dtype = _resolve(backend, dtype, complex_=True, what="dft")
     if not backend.is_complex(dtype):
         raise TypeError(f"dft: the DFT is complex, got dtype {dtype}; use complex64 or complex128")
 
@@ -144,9 +151,10 @@ def hadamard(
         >>> bool(np.array_equal(sl.hadamard(8).to_dense(), scipy.linalg.hadamard(8)))
         True
     """
-    if int(n) != n or n < 1 or n & (n - 1):
+    n = _checks.size(n, "hadamard: n")
+    if n & (n - 1):
         raise ValueError(f"hadamard: n must be a power of two, got {n!r}")
-    backend, dtype = _resolve(backend, dtype, complex_=False)
+    backend, dtype = _resolve(backend, dtype, complex_=False, what="hadamard")
     m = n.bit_length() - 1
     a, b = 2 ** (m // 2), 2 ** (m - m // 2)
     scale = 1 / math.sqrt(n) if normalized else 1.0

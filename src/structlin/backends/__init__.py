@@ -64,7 +64,13 @@ def _lookup(x: object) -> Backend | None:
 
 
 def backend_of(x: Any) -> Backend:
-    """The backend of array `x`; `TypeError` if `x` is not a NumPy, PyTorch or JAX array."""
+    """The backend of array `x`; `TypeError` if `x` is not a NumPy, PyTorch or JAX array.
+
+    NumPy subclasses (`numpy.matrix`, memory maps) are NumPy's, but their types are not
+    remembered: `_BY_TYPE` holds the plain types that the fast path of `A @ x` takes as
+    they are, and the public entry points view subclasses as plain arrays first
+    (`_checks.plain_array`). Masked arrays are refused (a mask has no linear-algebra meaning).
+    """
     try:
         return _BY_TYPE[type(x)]
     except KeyError:
@@ -75,8 +81,21 @@ def backend_of(x: Any) -> Backend:
             f"expected a NumPy, PyTorch or JAX array, got {type(x).__module__}.{type(x).__qualname__}; "
             "convert lists and scalars with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
         )
+    if backend.name == "numpy" and isinstance(x, _np().ndarray) and type(x) is not _np().ndarray:
+        if isinstance(x, _np().ma.MaskedArray):
+            raise TypeError(
+                "numpy masked arrays are not supported (a mask has no linear-algebra meaning); "
+                "pass x.filled(value) or x.data"
+            )
+        return backend
     _BY_TYPE[type(x)] = backend
     return backend
+
+
+def _np() -> Any:
+    import numpy
+
+    return numpy
 
 
 def is_array(x: object) -> bool:

@@ -67,6 +67,12 @@ class Backend(abc.ABC):
         except TypeError:  # a torch.dtype
             return np.dtype(str(dtype).removeprefix("torch."))
 
+    def canonical_device(self, device: Device) -> Device:
+        """`device` (an object or a name such as `"cpu"`) as this library's device object,
+        and the device arrays are created on by default for `None`; `None` where the
+        library has no notion of device (NumPy) or places arrays itself (JAX)."""
+        return device
+
     def is_concrete(self, x: Array) -> bool:
         """Whether the values of `x` can be read now (false for JAX tracers)."""
         return True
@@ -77,6 +83,16 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def astype(self, x: Array, dtype: DType) -> Array: ...
+
+    def copy(self, x: Array) -> Array:
+        """A copy of `x` that shares no memory with it (JAX arrays, immutable, are returned
+        as they are); differentiable where the library tracks gradients."""
+        return x
+
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        """Whether a write into `a` could change `b` (a cheap, conservative test; always
+        false for immutable arrays)."""
+        return False
 
     @abc.abstractmethod
     def to_device(self, x: Array, device: Device) -> Array: ...

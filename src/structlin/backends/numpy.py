@@ -43,6 +43,17 @@ class NumpyBackend(Backend):
     def astype(self, x: Array, dtype: DType) -> Array:
         return x.astype(dtype, copy=False)
 
+    def copy(self, x: Array) -> Array:
+        return np.array(x, copy=True)
+
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        return np.may_share_memory(a, b)
+
+    def canonical_device(self, device: Device) -> Device:
+        if device is None or str(device) == "cpu":
+            return None
+        raise ValueError(f"NumPy arrays live on the CPU; cannot place them on device {device!r}")
+
     def to_device(self, x: Array, device: Device) -> Array:
         if device not in (None, "cpu"):
             raise ValueError(f"NumPy arrays live on the CPU; cannot move to device {device!r}")
@@ -79,7 +90,9 @@ class NumpyBackend(Backend):
         return np.stack(xs, axis=axis)
 
     def conj(self, x: Array) -> Array:
-        return np.conj(x)
+        # Real arrays as they are (as PyTorch's does), so that `A.H` of a real operator
+        # holds views of its arrays like `A.T` rather than copies.
+        return np.conj(x) if np.iscomplexobj(x) else x
 
     def abs(self, x: Array) -> Array:
         return np.abs(x)
@@ -118,7 +131,9 @@ class NumpyBackend(Backend):
         return np.einsum(subscripts, *operands, optimize=True)
 
     def diagonal(self, x: Array) -> Array:
-        return np.diagonal(x, axis1=-2, axis2=-1)
+        # A copy (`O(n)`): NumPy's is a read-only view, which would keep a whole matrix
+        # alive for its diagonal and give `diag` results that cannot be written into.
+        return np.diagonal(x, axis1=-2, axis2=-1).copy()
 
     def kron(self, a: Array, b: Array) -> Array:
         return np.kron(a, b)

@@ -44,6 +44,10 @@ class TorchBackend(Backend):
     def canonical_dtype(self, dtype: DType) -> DType:
         if isinstance(dtype, torch.dtype):
             return dtype
+        if isinstance(dtype, str):  # also names NumPy lacks, such as "bfloat16"
+            named = getattr(torch, dtype.removeprefix("torch."), None)
+            if isinstance(named, torch.dtype):
+                return named
         return getattr(torch, np.dtype(dtype).name)
 
     def asarray(self, x: Any, dtype: DType = None, device: Device = None) -> Array:
@@ -52,6 +56,26 @@ class TorchBackend(Backend):
 
     def astype(self, x: Array, dtype: DType) -> Array:
         return x.to(self.canonical_dtype(dtype))
+
+    def copy(self, x: Array) -> Array:
+        return x.clone()
+
+    def may_share_memory(self, a: Array, b: Array) -> bool:
+        try:
+            return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):  # no storage (sparse, some wrappers)
+            return False
+
+    def canonical_device(self, device: Device) -> Device:
+        if device is not None:
+            device = torch.device(device)
+            if device.index is None and device.type not in ("cpu", "meta"):
+                # "cuda" means the current one: name it as tensors there report it
+                # ("cuda:0"), so that device checks compare equal.
+                device = torch.empty(0, device=device).device
+            return device
+        default = getattr(torch, "get_default_device", None)  # PyTorch >= 2.3
+        return default() if default is not None else torch.device("cpu")
 
     def to_device(self, x: Array, device: Device) -> Array:
         return x.to(device)

@@ -368,6 +368,11 @@ class Linear(nn.Module):
         infos = describe(op)
         if dtype is None:
             dtype = op.dtype if copy and _is_torch(op) else torch.get_default_dtype()
+        elif not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(
+                f"Linear dtype must be a real floating-point torch.dtype, got {dtype!r}; "
+                "use e.g. torch.float32 (layers hold real parameters)"
+            )
         if device is None and copy and _is_torch(op):
             device = op.device
         self.in_features, self.out_features = op.shape[1], op.shape[0]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from structlin import pytree
+from structlin import _checks, pytree
 from structlin.backends import Array
 from structlin.functions import project
 from structlin.operator import LinearOperator
@@ -90,10 +90,8 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
         raise TypeError(
             f"structure {structure!r} takes no option {', '.join(sorted(unknown))}; its options: {allowed}"
         )
-    for name, v in (("d_in", d_in), ("d_out", d_out)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    out = dict(spec)
+    d_in, d_out = _checks.size(d_in, "d_in"), _checks.size(d_out, "d_out")
+    out = {name: v for name, v in spec.items() if v is not None}  # None: the default
     if structure == "lowrank":
         out.setdefault("rank", max(1, round(math.sqrt(min(d_in, d_out)))))
     elif structure == "kron":
@@ -101,15 +99,14 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
             (m1, m2), (n1, n2) = balanced_factors(d_out, 2), balanced_factors(d_in, 2)
             out["factors"] = ((m1, n1), (m2, n2))
         factors = out["factors"]
-        if (
-            len(factors) != 2
-            or any(len(f) != 2 for f in factors)
-            or any(isinstance(v, bool) or int(v) != v or v < 1 for f in factors for v in f)
-        ):
+        if len(factors) != 2 or any(len(f) != 2 for f in factors):
             raise ValueError(
                 f"kron factors must be ((m1, n1), (m2, n2)) of positive integers, got {factors!r}"
             )
-        (m1, n1), (m2, n2) = factors
+        (m1, n1), (m2, n2) = factors = out["factors"] = tuple(
+            tuple(_checks.size(v, f"kron factors[{i}][{j}]") for j, v in enumerate(f))
+            for i, f in enumerate(factors)
+        )
         if (m1 * m2, n1 * n2) != (d_out, d_in):
             raise ValueError(
                 f"kron factors {out['factors']} give a {m1 * m2} x {n1 * n2} matrix, not "
@@ -117,7 +114,7 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
             )
     elif structure in ("blockdiag", "monarch"):
         out.setdefault("nblocks", 4)
-        b = out["nblocks"]
+        b = out["nblocks"] = _checks.size(out["nblocks"], f"{structure}: nblocks")
         if structure == "blockdiag" and (d_in % b or d_out % b):
             raise ValueError(
                 f"blockdiag with nblocks={b} needs d_in and d_out divisible by {b}, got "
@@ -127,9 +124,8 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
         out.setdefault("rank", 16 if structure == "tt" else 1)
         out.setdefault("ncores", 2)
     for name in ("rank", "nblocks", "ncores"):
-        v = out.get(name)
-        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
-            raise ValueError(f"{structure}: {name} must be a positive integer, got {v!r}")
+        if out.get(name) is not None:
+            out[name] = _checks.size(out[name], f"{structure}: {name}")
     return out
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, backend_of, is_array
+from structlin.backends import Backend, backend_of, get_backend, is_array
 from structlin.operator import LinearOperator
 from structlin.pytree import _flatten_one, _unflatten_one
 
@@ -43,6 +44,34 @@ def to(A: LinearOperator, dtype: object, device: object, backend: object):
     return _unflatten_one(type(A), static, tuple(convert(c) for c in children))
 
 
+def static_meta(
+    what: str, dtype: Any, backend: Backend | str | None, device: Any
+) -> tuple[Any, Backend | None, Any]:
+    """`(dtype, backend, device)` of an operator that holds no arrays (an `Identity`, a
+    stride permutation), each as the backend's own object.
+
+    `dtype` must be floating point or complex (see `_checks.float_dtype`); `device`
+    becomes the backend's device object (`torch.device`; PyTorch's default device when
+    `None`). A value-free operator (no backend) has no device: it adopts its operand's,
+    so a `device` without a `backend` is refused.
+    """
+    if isinstance(backend, str):
+        backend = get_backend(backend)
+    if backend is not None and not isinstance(backend, Backend):
+        raise TypeError(
+            f"{what} backend must be 'numpy', 'torch', 'jax' or a Backend, got {backend!r}"
+        )
+    dtype = _checks.float_dtype(dtype, backend, f"{what} dtype")
+    if backend is None:
+        if device is not None:
+            raise ValueError(
+                f"{what}: device={device!r} needs a backend (e.g. backend='torch'); without "
+                "one the operator is value-free and adopts the device of what it acts on"
+            )
+        return dtype, None, None
+    return dtype, backend, backend.canonical_device(device)
+
+
 def static_dtype(
     dtype: Any, current: Any, backend: Backend | None, current_backend: Backend | None
 ) -> Any:
@@ -75,8 +104,6 @@ def bind(
 
 def unify(ops: tuple[LinearOperator, ...], what: str) -> tuple[LinearOperator, ...]:
     """Check that `ops` share a backend and device, then `bind` them to it and their common dtype."""
-    from structlin import _checks
-
     _checks.same_backend(ops, what)
     bound = next((op for op in ops if op.backend is not None), None)
     if bound is None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from structlin import _checks
 from structlin.backends import Array, Backend, Device, DType, get_backend
 
 Seed = np.random.Generator | int | None
@@ -36,7 +37,11 @@ def normal(
     if isinstance(backend, str):
         backend = get_backend(backend)
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    dtype = backend.default_float() if dtype is None else backend.canonical_dtype(dtype)
+    dtype = (
+        backend.default_float()
+        if dtype is None
+        else _checks.float_dtype(dtype, backend, "random operator: dtype")
+    )
     values: Any = std * generator.standard_normal(shape)
     if backend.is_complex(dtype):
         values = (values + 1j * std * generator.standard_normal(shape)) / math.sqrt(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,16 +10,21 @@ from structlin import _checks
 from structlin.backends import Array, backend_of
 
 
-def core_shapes(cores: Sequence[Array], what: str, layout: str) -> list[tuple[int, ...]]:
+def core_shapes(
+    cores: Sequence[Array], what: str, layout: str
+) -> tuple[tuple[Array, ...], list[tuple[int, ...]]]:
     """Check that `cores` are non-empty, 4-D floating-point arrays of one backend with
-    positive sizes, and return their shapes; `layout` names the expected core shape."""
+    positive sizes, and return them (as plain arrays, see `_checks.plain_array`) and
+    their shapes; `layout` names the expected core shape."""
     if not cores:
         raise ValueError(
             f"{what} needs at least one core of shape {layout}; "
             f"build one with {what}.random(ms, ns, ranks)"
         )
-    for t, core in enumerate(cores, start=1):
-        _checks.float_array(core, f"{what} core {t}", ndim=4)
+    cores = tuple(
+        _checks.float_array(core, f"{what} core {t}", ndim=4)[0]
+        for t, core in enumerate(cores, start=1)
+    )
     _checks.same_backend(cores, what)
     shapes = [tuple(int(s) for s in core.shape) for core in cores]
     for t, shape in enumerate(shapes, start=1):
@@ -29,7 +33,7 @@ def core_shapes(cores: Sequence[Array], what: str, layout: str) -> list[tuple[in
                 f"{what} core {t} has shape {_checks.shape_str(shape)}; every size must be "
                 "positive (empty cores are not supported)"
             )
-    return shapes
+    return cores, shapes
 
 
 def common_dtype(cores: Sequence[Array]) -> tuple[Array, ...]:
@@ -41,12 +45,7 @@ def common_dtype(cores: Sequence[Array]) -> tuple[Array, ...]:
 
 
 def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}") from None
+    return _checks.size(value, what, minimum=None)
 
 
 def spec_sizes(

@@ -44,7 +44,7 @@ class BlockDiag(LinearOperator):
                 "BlockDiag needs blocks of shape (nblocks, out_block, in_block), got shape "
                 f"{_checks.shape_str(blocks.shape)}; stack equal blocks with numpy.stack"
             )
-        _checks.float_array(blocks, "BlockDiag blocks", ndim=3)
+        blocks, _ = _checks.float_array(blocks, "BlockDiag blocks", ndim=3)
         self._set(blocks=blocks)
 
     @property
@@ -183,12 +183,12 @@ def project(W: object, structure: type[BlockDiag], *, nblocks: int):
     diagonal are fixed at zero, so keeping the others is the nearest.
     """
     m, n = W.shape
-    if int(nblocks) != nblocks or nblocks < 1 or m % nblocks or n % nblocks:
+    b = _checks.size(nblocks, "project(W, BlockDiag): nblocks")
+    if m % b or n % b:
         raise ValueError(
-            f"project(W, BlockDiag): nblocks={nblocks!r} must be a positive integer dividing "
-            f"both sides of W of shape {_checks.shape_str(W.shape)}"
+            f"project(W, BlockDiag): nblocks={b} must be a positive integer dividing both sides of W of shape "
+            f"{_checks.shape_str(W.shape)}"
         )
-    b = int(nblocks)
     backend = backend_of(W)
     return BlockDiag(backend.einsum("iqip->iqp", backend.reshape(W, (b, m // b, b, n // b))))
 

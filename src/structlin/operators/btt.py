@@ -84,7 +84,7 @@ class BTT(LinearOperator):
     transposed: bool
 
     def __init__(self, *cores: Array, transposed: bool = False):
-        shapes = core_shapes(cores, "BTT", "(N_<t, M_>t, r_(t-1) m_t, n_t r_t)")
+        cores, shapes = core_shapes(cores, "BTT", "(N_<t, M_>t, r_(t-1) m_t, n_t r_t)")
         _check_layout(shapes)
         self._set(cores=common_dtype(cores), transposed=bool(transposed))
 

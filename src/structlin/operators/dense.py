@@ -14,7 +14,8 @@ class Dense(LinearOperator):
 
     Costs: `A @ X` is one matmul, `O(mnk)`; `inv` forms the explicit inverse
     (`O(n^3)` once, `O(n^2)` per application); `solve` is one LU solve;
-    `slogdet` one LU factorisation.
+    `slogdet` one LU factorisation; `to_dense` a copy of the array, `O(mn)`.
+    The operator holds `array` itself (no copy), so later writes into it show through.
 
     Args:
         array: Floating-point or complex array of shape `(m, n)`.
@@ -36,7 +37,7 @@ class Dense(LinearOperator):
     array: Array
 
     def __init__(self, array: Array):
-        _checks.float_array(array, "Dense array", ndim=2)
+        array, _ = _checks.float_array(array, "Dense array", ndim=2)
         self._set(array=array)
 
     @property

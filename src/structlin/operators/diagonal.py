@@ -36,7 +36,7 @@ class Diagonal(LinearOperator):
     diag: Array
 
     def __init__(self, diag: Array):
-        _checks.float_array(diag, "Diagonal entries", ndim=1)
+        diag, _ = _checks.float_array(diag, "Diagonal entries", ndim=1)
         self._set(diag=diag)
 
     @property

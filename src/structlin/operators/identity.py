@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, Device, DType
+from structlin.backends import Backend, Device, DType, backend_of
 from structlin.operator import LinearOperator
-from structlin.operators._convert import static_dtype
+from structlin.operators._convert import static_dtype, static_meta
 from structlin.rules import dense_backend
 
 
@@ -17,13 +18,21 @@ class Identity(LinearOperator):
     With no `dtype`/`backend` it is value-free: it adopts the dtype, backend and
     device of whatever it is applied to or combined with, so `A + sl.Identity(n)`
     works for an operator `A` of any backend. Every rule is exact and `O(1)`
-    except `A @ X`, which returns `X` itself, and `to_dense`, `O(n^2)`.
+    except `A @ X` and `solve`, which return a copy of `X` (`O(nk)`), and
+    `to_dense`, `O(n^2)`.
 
     Args:
-        n: Size.
-        dtype: Optional dtype of the entries.
+        n: Size, a non-negative integer (an `int` or a NumPy integer; bools and
+            floats are refused).
+        dtype: Optional floating-point or complex dtype of the entries (any library's,
+            or a name); `.dtype` holds it as the backend's dtype object.
         backend: Optional [`Backend`][structlin.backends.Backend] (or its name).
-        device: Optional device.
+        device: Optional device, only with a `backend`; `.device` holds it as the
+            backend's device object (PyTorch: its default device if not given).
+
+    Raises:
+        TypeError: `n` is not an integer, or `dtype` is not floating point.
+        ValueError: `n < 0`, or a `device` without a `backend`.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -42,13 +51,9 @@ class Identity(LinearOperator):
         backend: Backend | str | None = None,
         device: Device = None,
     ):
-        if int(n) != n or n < 0:
-            raise ValueError(f"Identity size must be a non-negative integer, got {n!r}")
-        if isinstance(backend, str):
-            from structlin.backends import get_backend
-
-            backend = get_backend(backend)
-        self._set(n=int(n), _dtype=dtype, _backend=backend, _device=device)
+        n = _checks.size(n, "Identity size n", minimum=0)
+        dtype, backend, device = static_meta("Identity", dtype, backend, device)
+        self._set(n=n, _dtype=dtype, _backend=backend, _device=device)
 
     @classmethod
     def like(cls, A: LinearOperator) -> Identity:
@@ -72,14 +77,16 @@ class Identity(LinearOperator):
         return self._device
 
 
+# `I @ X` is a copy of `X`, not `X` itself: a result never aliases the operand, as
+# with `numpy.eye(n) @ X` (`O(nk)`; free for JAX, whose arrays are immutable).
 @dispatch
 def matmat(A: Identity, X: object):
-    return X
+    return backend_of(X).copy(X)
 
 
 @dispatch
 def rmatmat(X: object, A: Identity):
-    return X
+    return backend_of(X).copy(X)
 
 
 @dispatch
@@ -105,7 +112,7 @@ def inv(A: Identity):
 
 @dispatch
 def solve(A: Identity, B: object):
-    return B
+    return backend_of(B).copy(B)
 
 
 @dispatch
@@ -144,11 +151,13 @@ def compose(A: Identity, B: Identity):
 
 @dispatch
 def to(A: Identity, dtype: object, device: object, backend: object):
+    backend = backend if backend is not None else A.backend
     return Identity(
         A.n,
         static_dtype(dtype, A.dtype, backend, A.backend),
-        backend if backend is not None else A.backend,
-        device if device is not None else A.device,
+        backend,
+        # A value-free identity has no device (it adopts its operand's).
+        None if backend is None else device if device is not None else A.device,
     )
 
 

@@ -195,11 +195,23 @@ def project(
     optimum is the leading singular triplet of the `(m1 n1, m2 n2)` matrix `R(W)`,
     `O(m n min(m1 n1, m2 n2))` by one SVD.
     """
-    shapes = tuple(tuple(int(v) for v in s) for s in factor_shapes)
-    if len(shapes) != 2 or any(len(s) != 2 or min(s) < 1 for s in shapes):
+    if (
+        isinstance(factor_shapes, str)
+        or not hasattr(factor_shapes, "__len__")
+        or len(factor_shapes) != 2
+        or any(
+            isinstance(s, str) or not hasattr(s, "__len__") or len(s) != 2 for s in factor_shapes
+        )
+    ):
         raise ValueError(
             f"project(W, Kron): factor_shapes must be ((m1, n1), (m2, n2)), got {factor_shapes!r}"
         )
+    shapes = tuple(
+        tuple(
+            _checks.size(v, f"project(W, Kron): factor_shapes[{i}][{j}]") for j, v in enumerate(s)
+        )
+        for i, s in enumerate(factor_shapes)
+    )
     (m1, n1), (m2, n2) = shapes
     if W.shape != (m1 * m2, n1 * n2):
         raise ValueError(

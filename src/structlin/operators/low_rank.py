@@ -41,8 +41,8 @@ class LowRank(LinearOperator):
     V: Array
 
     def __init__(self, U: Array, V: Array):
-        _checks.float_array(U, "LowRank U", ndim=2)
-        _checks.float_array(V, "LowRank V", ndim=2)
+        U, _ = _checks.float_array(U, "LowRank U", ndim=2)
+        V, _ = _checks.float_array(V, "LowRank V", ndim=2)
         _checks.same_backend((U, V), "LowRank")
         if U.shape[1] != V.shape[0]:
             raise ValueError(
@@ -140,9 +140,7 @@ def project(W: object, structure: type[LowRank], *, rank: int):
     A `rank` above `min(m, n)` is reached with zero columns, so the factors always
     have the requested shapes `(m, rank)` and `(rank, n)`.
     """
-    if int(rank) != rank or rank < 1:
-        raise ValueError(f"project(W, LowRank): rank must be a positive integer, got {rank!r}")
-    rank = int(rank)
+    rank = _checks.size(rank, "project(W, LowRank): rank")
     backend = backend_of(W)
     U, S, Vh = backend.svd(W)
     r = min(rank, S.shape[0])

@@ -94,8 +94,11 @@ class GeneralizedMonarch(LinearOperator):
         blocks = tuple(blocks)
         if not blocks:
             raise ValueError(f"{type(self).__name__} needs at least one block-diagonal factor")
+        blocks = tuple(
+            _checks.float_array(b, f"{type(self).__name__} blocks[{i}]")[0]
+            for i, b in enumerate(blocks)
+        )
         for i, b in enumerate(blocks):
-            _checks.float_array(b, f"{type(self).__name__} blocks[{i}]")
             if len(b.shape) != 3:
                 raise ValueError(
                     f"{type(self).__name__} blocks[{i}] must have shape (nblocks, out_block, "
@@ -113,7 +116,15 @@ class GeneralizedMonarch(LinearOperator):
                 f"{type(self).__name__} perms must be a sequence of (rows, cols) pairs or None, "
                 f"got {perms!r}"
             )
-        perms = tuple(None if p is None else (int(p[0]), int(p[1])) for p in perms)
+        perms = tuple(
+            None
+            if p is None
+            else (
+                _checks.size(p[0], f"{type(self).__name__} perms[{i}] rows"),
+                _checks.size(p[1], f"{type(self).__name__} perms[{i}] cols"),
+            )
+            for i, p in enumerate(perms)
+        )
         if len(perms) != len(blocks) + 1:
             raise ValueError(
                 f"{type(self).__name__} needs len(blocks) + 1 = {len(blocks) + 1} permutations "
@@ -121,7 +132,16 @@ class GeneralizedMonarch(LinearOperator):
             )
         _check_chain(blocks, perms, type(self).__name__)
         full = (_out_size(blocks), _in_size(blocks))
-        shape = full if shape is None else (int(shape[0]), int(shape[1]))
+        if shape is not None:
+            if isinstance(shape, str) or len(shape) != 2:
+                raise ValueError(
+                    f"{type(self).__name__} shape must be a pair (d_out, d_in), got {shape!r}"
+                )
+            shape = (
+                _checks.size(shape[0], f"{type(self).__name__} shape[0] (d_out)"),
+                _checks.size(shape[1], f"{type(self).__name__} shape[1] (d_in)"),
+            )
+        shape = full if shape is None else shape
         if not (0 < shape[0] <= full[0] and 0 < shape[1] <= full[1]):
             raise ValueError(
                 f"{type(self).__name__} shape {_checks.shape_str(shape)} must be positive and "
@@ -474,9 +494,9 @@ class Monarch(GeneralizedMonarch):
         `s = ceil(d_out / nblocks)`, `k = l = nblocks`, and the middle size
         `q = r = min(p, s)` so that the smaller side sets the rank.
         """
-        for name, v in (("d_in", d_in), ("d_out", d_out), ("nblocks", nblocks)):
-            if int(v) != v or v < 1:
-                raise ValueError(f"Monarch.layout: {name} must be a positive integer, got {v!r}")
+        d_in = _checks.size(d_in, "Monarch.layout: d_in")
+        d_out = _checks.size(d_out, "Monarch.layout: d_out")
+        nblocks = _checks.size(nblocks, "Monarch.layout: nblocks")
         if nblocks > min(d_in, d_out):
             raise ValueError(
                 f"Monarch.layout: nblocks={nblocks} exceeds min(d_in, d_out) = {min(d_in, d_out)}; "
@@ -554,9 +574,7 @@ def project(
             "blocks=((k, q, p), (l, s, r))"
         )
     (k, q, p), (l, s, r) = (
-        Monarch.layout(d_in, d_out, nblocks)
-        if blocks is None
-        else tuple(tuple(int(v) for v in b) for b in blocks)
+        Monarch.layout(d_in, d_out, nblocks) if blocks is None else _block_shapes(blocks)
     )
     if l * r != k * q or d_in > k * p or d_out > l * s:
         raise ValueError(
@@ -581,6 +599,24 @@ def project(
     taken = U[kk, ll, :, slot] * root  # rows t = rr l + ll
     blkdiag2 = backend.permute_dims(backend.reshape(taken, (k * q // l, l, s)), (1, 2, 0))
     return Monarch(blkdiag1, blkdiag2, shape=(d_out, d_in))
+
+
+def _block_shapes(blocks: object) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """`blocks = ((k, q, p), (l, s, r))` of `project(W, Monarch, blocks=...)`, checked."""
+    if (
+        isinstance(blocks, str)
+        or not hasattr(blocks, "__len__")
+        or len(blocks) != 2
+        or any(isinstance(b, str) or not hasattr(b, "__len__") or len(b) != 3 for b in blocks)
+    ):
+        raise ValueError(
+            f"project(W, Monarch): blocks must be ((k, q, p), (l, s, r)), got {blocks!r}"
+        )
+    (k, q, p), (l, s, r) = (
+        tuple(_checks.size(v, f"project(W, Monarch): blocks[{i}][{j}]") for j, v in enumerate(b))
+        for i, b in enumerate(blocks)
+    )
+    return (k, q, p), (l, s, r)
 
 
 @lru_cache(maxsize=64)

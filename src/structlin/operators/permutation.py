@@ -11,7 +11,7 @@ from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import convert_array, static_dtype
+from structlin.operators._convert import convert_array, static_dtype, static_meta
 from structlin.rules import dense_backend
 
 
@@ -25,11 +25,17 @@ class Permutation(LinearOperator):
 
     Args:
         perm: Integer array of shape `(n,)` holding each of `0..n-1` once.
-        dtype: Optional dtype of the matrix entries (for `to_dense`); by
-            default it adopts the dtype of what it acts on.
+        dtype: Optional floating-point or complex dtype of the matrix entries (for
+            `to_dense`); by default it adopts the dtype of what it acts on.
+
+    The indices are copied (and stored as the backend's 64-bit index dtype; JAX's
+    default `int32` without x64): unlike the other operators, which hold the
+    caller's arrays as they are, a permutation must stay the permutation it was
+    checked to be, whatever the caller later writes into `perm`.
 
     Raises:
-        TypeError: `perm` is not an integer array.
+        TypeError: `perm` is not an integer array (bool and floating-point are
+            refused), or `dtype` is not floating point.
         ValueError: `perm` is not 1-D or not a permutation of `0..n-1` (checked
             whenever the values are concrete, i.e. everywhere but inside a JAX trace).
 
@@ -51,13 +57,24 @@ class Permutation(LinearOperator):
                 f"Permutation indices must be an integer array, got {type(perm).__name__}; "
                 "use numpy.asarray(perm)"
             )
+        perm = _checks.plain_array(perm, "Permutation indices")
         backend = backend_of(perm)
         if not backend.is_integer(perm.dtype):
-            raise TypeError(f"Permutation indices must have an integer dtype, got {perm.dtype}")
+            raise TypeError(
+                f"Permutation indices must have an integer dtype, got {perm.dtype}; pass the "
+                "indices 0..n-1 as integers (e.g. numpy.argsort(keys) or perm.astype(numpy.int64))"
+            )
         if len(perm.shape) != 1:
             raise ValueError(
                 f"Permutation indices must be 1-D, got shape {_checks.shape_str(perm.shape)}"
             )
+        dtype = _checks.float_dtype(dtype, backend, "Permutation dtype")
+        # Own the indices (a copy, in the index dtype every backend's gather takes), so
+        # that the caller's later writes cannot break the check below.
+        index_dtype = backend.index_dtype()
+        perm = (
+            backend.copy(perm) if perm.dtype == index_dtype else backend.astype(perm, index_dtype)
+        )
         if backend.is_concrete(perm):
             _check_permutation(backend.to_numpy(perm))
         self._set(perm=perm, _dtype=dtype)
@@ -203,9 +220,10 @@ class StridePermutation(Permutation):
         backend: Backend | None = None,
         device: Device = None,
     ):
-        if int(rows) != rows or int(cols) != cols or rows < 1 or cols < 1:
-            raise ValueError(f"stride permutation needs positive integer sizes, got {rows}, {cols}")
-        self._set(rows=int(rows), cols=int(cols), _dtype=dtype, _backend=backend, _device=device)
+        rows = _checks.size(rows, "StridePermutation rows")
+        cols = _checks.size(cols, "StridePermutation cols")
+        dtype, backend, device = static_meta("StridePermutation", dtype, backend, device)
+        self._set(rows=rows, cols=cols, _dtype=dtype, _backend=backend, _device=device)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -238,12 +256,17 @@ def _transpose_rows(X: Any, rows: int, cols: int, backend: Backend) -> Any:
 
 @dispatch
 def matmat(A: StridePermutation, X: object):
-    return _transpose_rows(X, A.rows, A.cols, backend_of(X))
+    backend = backend_of(X)
+    if A.rows == 1 or A.cols == 1:  # the identity: a copy, not a view of X
+        return backend.copy(X)
+    return _transpose_rows(X, A.rows, A.cols, backend)
 
 
 @dispatch
 def rmatmat(X: object, A: StridePermutation):
     backend = backend_of(X)
+    if A.rows == 1 or A.cols == 1:
+        return backend.copy(X)
     return backend.swap_last(_transpose_rows(backend.swap_last(X), A.cols, A.rows, backend))
 
 
@@ -263,12 +286,13 @@ def compose(A: StridePermutation, B: StridePermutation):
 
 @dispatch
 def to(A: StridePermutation, dtype: object, device: object, backend: object):
+    backend = backend if backend is not None else A.backend
     return StridePermutation(
         A.rows,
         A.cols,
         static_dtype(dtype, A.dtype, backend, A.backend),
-        backend if backend is not None else A.backend,
-        device if device is not None else A.device,
+        backend,
+        None if backend is None else device if device is not None else A.device,
     )
 
 

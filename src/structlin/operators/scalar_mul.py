@@ -56,7 +56,7 @@ class ScalarMul(LinearOperator):
                 )
             )
         if is_array(scalar):
-            _checks.float_array(scalar, "ScalarMul scalar")
+            scalar, _ = _checks.float_array(scalar, "ScalarMul scalar")
             _checks.same_backend((scalar, op), "ScalarMul")
             backend = backend_of(scalar)
             (op,) = bind((op,), backend, scalar.dtype, backend.device(scalar))

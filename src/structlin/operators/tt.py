@@ -65,7 +65,7 @@ class TT(LinearOperator):
     cores: tuple[Array, ...]
 
     def __init__(self, *cores: Array):
-        shapes = core_shapes(cores, "TT", "(r_{t-1}, m_t, n_t, r_t)")
+        cores, shapes = core_shapes(cores, "TT", "(r_{t-1}, m_t, n_t, r_t)")
         if shapes[0][0] != 1 or shapes[-1][3] != 1:
             raise ValueError(
                 f"TT needs r_0 = r_c = 1: the first core must have shape (1, m_1, n_1, r_1) and "
