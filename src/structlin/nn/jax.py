@@ -783,8 +783,8 @@ def _check_input(x: jax.Array, layer: str, features: int, dtype: Any) -> None:
     long, and a real floating-point dtype (shapes and dtypes are static under `jit`)."""
     if x.ndim == 0:
         raise ValueError(
-            f"{layer} got a 0-d input (shape ()); its inputs have shape (..., {features}), "
-            "e.g. x.reshape(1, -1) for one row"
+            f"{layer} got a 0-d input (shape ()); inputs have shape (..., {features}), "
+            f"their last axis of size {features} (in_features)"
         )
     if x.shape[-1] != features:
         raise ValueError(

@@ -603,11 +603,12 @@ def _check_input(
             "torch.as_tensor(x)"
         )
     if x.dim() == 0:
-        wanted = f"(..., {features})" if features is not None else "at least one axis"
-        raise ValueError(
-            f"{layer} got a 0-d input (shape ()); its inputs have shape {wanted}, "
-            "e.g. x.reshape(1, -1) for one row"
+        wanted = (
+            f"shape (..., {features}), their last axis of size {features} (in_features)"
+            if features is not None
+            else "at least one axis"
         )
+        raise ValueError(f"{layer} got a 0-d input (shape ()); inputs have {wanted}")
     if features is not None and x.shape[-1] != features:
         raise ValueError(
             f"{layer} got an input of shape {tuple(x.shape)}; its last axis must have size "
