@@ -505,11 +505,12 @@ def check_operand(case: Case, call: str, x: np.ndarray, klass: str, layout: str,
         if backend == "numpy" and other == "jax":
             # jax arrays read as NumPy arrays through __array__; a NumPy operator may accept
             # one, but then the answer must be right.
-            result, err = run_call(lambda: _apply(call, A, xo), what)
-            if err is None:
+            keywords = ("jax", "numpy", "backend")
+            if call in ("sl.solve", "inv(A) @ x") and _singular(case.ref):
+                keywords = (*keywords, "singular")
+            result, answered = answer_or_error(lambda: _apply(call, A, xo), keywords, what)
+            if answered and not (call in ("sl.solve", "inv(A) @ x") and _singular(case.ref)):
                 assert_close(result, _reference(call, case.ref, x.astype(np.complex128)), tol, what)
-                return None
-            assert any(k in str(err) for k in ("jax", "numpy", "backend")), str(err)
             return None
         expect_error(lambda: _apply(call, A, xo), (other, backend, "backend"), what)
         return None
@@ -606,11 +607,11 @@ def _op_calls_test(backend: str) -> Callable[..., None]:
             target = "complex128" if "complex" in dtype else "float32"
             B = A.to(dtype=backend_dtype(backend, target))
             return assert_close(sl.to_dense(B), ref, rtol(target), what)
+        if call == "diag":  # A[i, i] for i < min(m, n), as documented
+            return assert_close(sl.diag(A), np.diagonal(ref).copy(), tol, what)
         if not square:
             expect_error(lambda: getattr(sl, call)(A), ("square",), what)
             return None
-        if call == "diag":
-            return assert_close(sl.diag(A), np.diag(ref), tol, what)
         if call == "trace":
             return assert_close(sl.trace(A), np.asarray(np.trace(ref)), tol, what)
         singular = _singular(ref)
