@@ -478,21 +478,25 @@ class Linear:
         """`y = x @ W^T + b` for `x` of shape `(..., in_features)`; `y` has shape `(..., out_features)`.
 
         Raises:
-            ValueError: the last axis of `x` is not `in_features` long.
+            ValueError: `x` is 0-d or its last axis is not `in_features` long.
+            TypeError: `x` is complex, integer or boolean (the layer is real; a
+                floating-point `x` of another precision is promoted as JAX promotes).
         """
         x = jnp.asarray(x)
         d_in, d_out = self.in_features, self.out_features
-        if x.ndim == 0 or x.shape[-1] != d_in:
-            raise ValueError(
-                f"Linear({d_in} -> {d_out}) got an input of shape {tuple(x.shape)}; its last "
-                f"axis must have size {d_in}"
-            )
+        _check_input(x, f"Linear({d_in} -> {d_out})", d_in, self._dtype())
         lead = x.shape[:-1]
         y = rules.rmatmat(x.reshape(-1, d_in), rules.transpose(self.operator))
         y = y.reshape(*lead, d_out)
         if self.bias is not None:
             y = y + self.bias.astype(y.dtype)
         return y
+
+    def _dtype(self) -> Any:
+        # The dtype of the layer's parameters, named in input errors.
+        if self.bias is not None:
+            return self.bias.dtype
+        return next((jnp.result_type(v) for v in self._trained_values()), None)
 
     def to_dense(self) -> tuple[jax.Array, jax.Array | None]:
         """`(W, b)`: the effective `d_out x d_in` matrix and the bias (`None` without one).
@@ -772,6 +776,31 @@ def scale_updates(updates: Any, multipliers: Any) -> Any:
         multipliers,
         is_leaf=lambda u: u is None,
     )
+
+
+def _check_input(x: jax.Array, layer: str, features: int, dtype: Any) -> None:
+    """Check a JAX layer's input at trace time: at least one axis, the last `features`
+    long, and a real floating-point dtype (shapes and dtypes are static under `jit`)."""
+    if x.ndim == 0:
+        raise ValueError(
+            f"{layer} got a 0-d input (shape ()); inputs have shape (..., {features}), "
+            f"their last axis of size {features} (in_features)"
+        )
+    if x.shape[-1] != features:
+        raise ValueError(
+            f"{layer} got an input of shape {tuple(x.shape)}; its last axis must have size "
+            f"{features} (in_features)"
+        )
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{layer} has real {dtype} parameters but got a complex input (dtype {x.dtype}); "
+            "structured layers are real: apply the layer to x.real and x.imag separately"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{layer} has {dtype} parameters but got an input of dtype {x.dtype}; cast the "
+            f"input (x.astype(jnp.{dtype}))"
+        )
 
 
 class ScaleByMupState(NamedTuple):

@@ -437,6 +437,15 @@ class Linear(nn.Module):
             dtype = probe.dtype if probe is not None else torch.get_default_dtype()
             self.forward(torch.zeros(1, self.in_features, dtype=dtype, **kwargs))
 
+    def _probe(self) -> torch.Tensor | None:
+        # A floating-point tensor of the layer, whose dtype and device inputs must match.
+        if self.bias is not None:
+            return self.bias
+        for kind, slot in self._slots:
+            if kind == _PARAM:
+                return getattr(self, slot)
+        return next(iter(self._arrays()), None)
+
     def _arrays(self) -> list[torch.Tensor]:
         return [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
 
@@ -481,12 +490,16 @@ class Linear(nn.Module):
         return rules.to_dense(self.operator).as_subclass(ComputedWeight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`x @ W^T + b` for `x` of shape `(..., in_features)`."""
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear({self.in_features} -> {self.out_features}) got an input of shape "
-                f"{tuple(x.shape)}; its last axis must have size {self.in_features}"
-            )
+        """`x @ W^T + b` for `x` of shape `(..., in_features)`.
+
+        Raises:
+            TypeError: `x` is not a tensor, or its dtype is not the layer's (outside
+                autocast, which casts floating-point inputs itself).
+            ValueError: `x` is 0-d, its last axis is not `in_features` long, or it is
+                on another device than the layer.
+        """
+        name = f"Linear({self.in_features} -> {self.out_features})"
+        _check_input(x, name, self._probe(), features=self.in_features)
         lead = x.shape[:-1]
         rows = x.reshape(-1, self.in_features)
         y = rules.rmatmat(rows, rules.transpose(self.operator))
@@ -570,6 +583,65 @@ class ComputedWeight(torch.Tensor):
             )
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
+
+
+def _check_input(
+    x: Any, layer: str, like: torch.Tensor | None, *, features: int | None = None
+) -> None:
+    """Check a layer's input `x` against a tensor `like` of the layer: a tensor of at
+    least one dimension, whose last axis is `features` long, on `like`'s device and of
+    its dtype. Under autocast for `x`'s device, any floating-point dtype autocast casts
+    (all but float64) is accepted, as `nn.Linear` accepts it.
+
+    Only static properties are read (no synchronisation, no dispatch), so the check
+    traces under `torch.compile` without a graph break. Shared by the structured layers
+    and [`MonarchMixer`][structlin.nn.MonarchMixer].
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{layer} takes a torch.Tensor, got {type(x).__name__}; convert it with "
+            "torch.as_tensor(x)"
+        )
+    if x.dim() == 0:
+        wanted = (
+            f"shape (..., {features}), their last axis of size {features} (in_features)"
+            if features is not None
+            else "at least one axis"
+        )
+        raise ValueError(f"{layer} got a 0-d input (shape ()); inputs have {wanted}")
+    if features is not None and x.shape[-1] != features:
+        raise ValueError(
+            f"{layer} got an input of shape {tuple(x.shape)}; its last axis must have size "
+            f"{features} (in_features)"
+        )
+    if like is None:
+        return
+    if x.device != like.device:
+        raise ValueError(
+            f"{layer} is on device {like.device} but got an input on device {x.device}; "
+            f"move one of them (x.to('{like.device}') or layer.to('{x.device}'))"
+        )
+    if x.dtype != like.dtype:
+        if x.is_complex():
+            raise TypeError(
+                f"{layer} has real {like.dtype} parameters but got a complex input "
+                f"(dtype {x.dtype}); structured layers are real: apply the layer to x.real "
+                "and x.imag separately"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{layer} has {like.dtype} parameters but got an input of dtype {x.dtype}; "
+                f"cast the input (x.to({like.dtype}))"
+            )
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if x.dtype == torch.float64 or not autocast:
+            hint = (
+                " (autocast does not cast float64)" if autocast else ", or run under torch.autocast"
+            )
+            raise TypeError(
+                f"{layer} has {like.dtype} parameters but got a {x.dtype} input; convert one "
+                f"of them (x.to({like.dtype}) or layer.to({x.dtype})){hint}"
+            )
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from structlin.nn import _monarch_conv
-from structlin.nn.linear import Linear
+from structlin.nn.linear import Linear, _check_input
 
 __all__ = ["MonarchMixer"]
 
@@ -223,6 +223,7 @@ class MonarchMixer(nn.Module):
 
     # -- the forward pass ------------------------------------------------------------
     def _check(self, x: torch.Tensor) -> int:
+        _check_input(x, f"MonarchMixer(d_model={self.d_model})", self.kernel)
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
                 f"MonarchMixer(d_model={self.d_model}) takes inputs of shape (batch, seq_len, "
@@ -239,11 +240,6 @@ class MonarchMixer(nn.Module):
                 f"MonarchMixer: sequence length {n} exceeds max_len = {self.max_len}, the length "
                 f"of its convolution kernels; build the layer with max_len >= {n} or split the "
                 "sequence"
-            )
-        if x.dtype != self.kernel.dtype:
-            raise TypeError(
-                f"MonarchMixer has {self.kernel.dtype} parameters but got a {x.dtype} input; "
-                f"convert one of them (layer.to({x.dtype}) or x.to({self.kernel.dtype}))"
             )
         return n
 
