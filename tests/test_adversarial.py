@@ -58,14 +58,7 @@ ALLOWED = (ValueError, TypeError, sl.SingularOperatorError)
 
 # -- probes known to fail on main, fixed on other branches of issue 18 ------------------------
 B2 = "issue 18: {}, fixed on branch issue18-algos"
-NEW = "issue 18 (found by this module, no branch owns it yet): {}"
-KNOWN: dict[str, str] = {  # and more below, next to the probes
-    "operand:jax-nonfinite_solve": NEW.format(
-        "JAX solve with a NaN/inf right-hand side raises SingularOperatorError "
-        "'singular matrix' for an invertible operator (backends/jax.py _check_finite "
-        "looks at the matrix only)"
-    ),
-}
+KNOWN: dict[str, str] = {}  # and more below, next to the probes
 
 
 def known(name: str) -> list[Any]:

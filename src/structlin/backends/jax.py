@@ -162,14 +162,17 @@ class JaxBackend(Backend):
     def kron(self, a: Array, b: Array) -> Array:
         return jnp.kron(a, b)
 
-    def _check_finite(self, a: Array, out: Array) -> Array:
+    def _check_finite(self, out: Array, *inputs: Array) -> Array:
         # LAPACK through XLA reports singularity as inf/nan rather than raising;
-        # outside tracing the values are concrete and the error can be eager.
+        # outside tracing the values are concrete and the error can be eager. Non-finite
+        # output from non-finite input (in the matrix or the right-hand side) is NaN
+        # propagating, as on NumPy and PyTorch, not singularity.
         if (
             self.is_concrete(out)
             and not bool(jnp.all(jnp.isfinite(out)))
-            and bool(jnp.all(jnp.isfinite(a)))
+            and all(bool(jnp.all(jnp.isfinite(x))) for x in inputs)
         ):
+            a = inputs[0]
             raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}")
         return out
 
@@ -177,11 +180,11 @@ class JaxBackend(Backend):
     # axes JAX refuses one), so a sharded matrix is gathered whole first.
     def solve(self, a: Array, b: Array) -> Array:
         a, b = _whole_matrices(a), _whole_matrices(b)
-        return self._check_finite(a, jnp.linalg.solve(a, b))
+        return self._check_finite(jnp.linalg.solve(a, b), a, b)
 
     def inv(self, a: Array) -> Array:
         a = _whole_matrices(a)
-        return self._check_finite(a, jnp.linalg.inv(a))
+        return self._check_finite(jnp.linalg.inv(a), a)
 
     def slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = jnp.linalg.slogdet(_whole_matrices(a))
