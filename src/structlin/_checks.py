@@ -91,5 +91,6 @@ def common_dtype(items: Sequence[Any], backend: Backend | None) -> Any:
 def dense_backend(A: Any) -> tuple[Backend, Any, Any]:
     """`(backend, dtype, device)` to materialise `A` with; value-free operators default to NumPy."""
     backend = A.backend if A.backend is not None else get_backend("numpy")
-    dtype = A.dtype if A.dtype is not None else backend.default_float()
+    # A value-free operator may carry another library's dtype (or a name).
+    dtype = backend.canonical_dtype(A.dtype) if A.dtype is not None else backend.default_float()
     return backend, dtype, A.device

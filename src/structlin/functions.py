@@ -132,7 +132,8 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             "move one of them (op.to(device=...) or x.to(...))"
         )
     if A.dtype is not None and X.dtype != A.dtype:
-        dtype = backend.result_type(A.dtype, X.dtype)
+        # A value-free operator (no backend) may carry NumPy's dtype: take it as X's library's.
+        dtype = backend.result_type(backend.canonical_dtype(A.dtype), X.dtype)
         if X.dtype != dtype:
             X = backend.astype(X, dtype)
         if A.dtype != dtype:

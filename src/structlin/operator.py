@@ -156,7 +156,13 @@ class LinearOperator(abc.ABC):
                 dtypes.append(child.dtype)
         if not dtypes:
             return None
-        return self.backend.result_type(*dtypes)
+        backend = self.backend
+        if backend is None:
+            # Only value-free members (an `Identity` with a dtype but no backend): their
+            # dtypes are NumPy's, as `dense_backend` materialises them with NumPy.
+            backend = _numpy_backend()
+            dtypes = [backend.canonical_dtype(d) for d in dtypes]
+        return backend.result_type(*dtypes)
 
     @cached_property
     def _plain_operand(self) -> tuple[Backend, DType, Device, int, int, bool] | None:
@@ -273,6 +279,25 @@ class LinearOperator(abc.ABC):
             return _not_a_scalar(c, "/")
         return _fns.scale(1 / c, self)
 
+    # -- pickling and copying -----------------------------------------------------
+    # Values cached on the instance (`backend`, `device`, `_plain_operand`, ...) are
+    # derived from the arrays and may hold what cannot be pickled (a JAX `Device`): they
+    # are dropped and recomputed on first use. A JAX device held as a static attribute
+    # (an `Identity`'s) travels as its platform and id.
+    def __getstate__(self) -> dict[str, Any]:
+        cls = type(self)
+        return {
+            name: _DeviceRef.of(value)
+            for name, value in self.__dict__.items()
+            if not isinstance(getattr(cls, name, None), cached_property)
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(
+                self, name, value.device() if isinstance(value, _DeviceRef) else value
+            )
+
     # Operators are compared by identity; `==` on arrays would be ambiguous.
     __eq__ = object.__eq__
     __hash__ = object.__hash__
@@ -282,6 +307,38 @@ class LinearOperator(abc.ABC):
         backend = self.backend.name if self.backend is not None else "any"
         m, n = self.shape
         return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
+
+
+class _DeviceRef:
+    """A JAX device in a pickle: its platform and id, looked up again when loaded."""
+
+    def __init__(self, platform: str, id: int):
+        self.platform, self.id = platform, id
+
+    @staticmethod
+    def of(value: Any) -> Any:
+        jax = sys.modules.get("jax")
+        if jax is not None and isinstance(value, jax.Device):
+            return _DeviceRef(value.platform, value.id)
+        return value
+
+    def device(self) -> Any:
+        import jax
+
+        for device in jax.devices(self.platform):
+            if device.id == self.id:
+                return device
+        raise ValueError(
+            f"cannot restore an operator pickled on JAX device {self.platform}:{self.id}, "
+            "which this process does not have; load it where that device exists, or "
+            "move it with op.to(device=...) before pickling"
+        )
+
+
+def _numpy_backend() -> Backend:
+    from structlin.backends import get_backend
+
+    return get_backend("numpy")
 
 
 # `(torch.Tensor.matmul, torch.compiler.is_dynamo_compiling)` for `__torch_function__`,

@@ -27,6 +27,13 @@ class Backend(abc.ABC):
     def __repr__(self) -> str:
         return f"<{self.name} backend>"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # A backend is a singleton that operators compare by identity: a pickled or
+        # copied one is the registered instance of its name.
+        from structlin.backends import get_backend
+
+        return get_backend, (self.name,)
+
     # -- introspection -------------------------------------------------------
     @abc.abstractmethod
     def is_array(self, x: object) -> bool:

@@ -87,7 +87,9 @@ class TorchBackend(Backend):
         return torch.stack(xs, dim=axis)
 
     def conj(self, x: Array) -> Array:
-        return x.conj() if x.is_complex() else x
+        # Not the lazy `x.conj()`: its conjugate bit would reach results (`A.H.to_dense()`),
+        # and a tensor carrying it refuses `.numpy()`.
+        return torch.conj_physical(x) if x.is_complex() else x
 
     def abs(self, x: Array) -> Array:
         return x.abs()

@@ -158,7 +158,10 @@ def _absorbed(identity: Identity, other: LinearOperator) -> bool:
         return True
     if other.dtype is None:
         return False
-    return dense_backend(other)[0].result_type(identity.dtype, other.dtype) == other.dtype
+    backend = dense_backend(other)[0]
+    # Value-free operators may carry another library's dtype (or a name).
+    ours, theirs = backend.canonical_dtype(identity.dtype), backend.canonical_dtype(other.dtype)
+    return backend.result_type(ours, theirs) == theirs
 
 
 def _product(*ops: Any) -> LinearOperator:
