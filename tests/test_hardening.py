@@ -71,7 +71,7 @@ def _dense(A: sl.LinearOperator) -> np.ndarray:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_operator_pickles_and_deep_copies(backend: str) -> None:
     for name, A in _catalogue(backend).items():
-        A.backend, A.device, A.dtype  # fill the cached values (a JAX device among them)
+        _ = (A.backend, A.device, A.dtype)  # fill the cached values (a JAX device among them)
         expected = _dense(A)
         for how, clone in (
             ("pickle", lambda A: pickle.loads(pickle.dumps(A))),
@@ -81,7 +81,8 @@ def test_every_operator_pickles_and_deep_copies(backend: str) -> None:
             B = clone(A)
             assert type(B) is type(A), (name, how)
             assert B.backend is A.backend, (name, how)  # the registered singleton
-            assert B.shape == A.shape and B.dtype == A.dtype, (name, how)
+            assert B.shape == A.shape, (name, how)
+            assert B.dtype == A.dtype, (name, how)
             np.testing.assert_allclose(_dense(B), expected, err_msg=f"{name} {how}")
 
 
@@ -92,7 +93,8 @@ def test_jax_identity_with_a_device_pickles() -> None:
     device = jax.devices()[0]
     A = sl.Identity(3, np.float64, "jax", device)
     B = pickle.loads(pickle.dumps(A))
-    assert B.device == device and B.backend is A.backend
+    assert B.device == device
+    assert B.backend is A.backend
 
 
 # -- value-free members -------------------------------------------------------------------
@@ -109,13 +111,13 @@ def _identity_dtypes() -> list[Any]:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda I: sl.Kron(I(2), I(3)),
-        lambda I: I(6) + I(6),
-        lambda I: sl.Product(I(6), I(6)),
-        lambda I: 2j * I(6),
-        lambda I: sl.Transpose(I(6)),
-        lambda I: sl.Inverse(I(6)),
-        lambda I: sl.Kron(I(2), I(3)) @ sl.Kron(I(2), I(3)),
+        lambda eye: sl.Kron(eye(2), eye(3)),
+        lambda eye: eye(6) + eye(6),
+        lambda eye: sl.Product(eye(6), eye(6)),
+        lambda eye: 2j * eye(6),
+        lambda eye: sl.Transpose(eye(6)),
+        lambda eye: sl.Inverse(eye(6)),
+        lambda eye: sl.Kron(eye(2), eye(3)) @ sl.Kron(eye(2), eye(3)),
     ],
     ids=["Kron", "Sum", "Product", "ScalarMul", "Transpose", "Inverse", "Kron@Kron"],
 )
@@ -126,7 +128,7 @@ def test_composites_of_value_free_identities(build: Callable, dtype: Any) -> Non
     np.testing.assert_allclose(_dense(A), reference)
     np.testing.assert_allclose(to_numpy(A @ np.ones(6)), reference @ np.ones(6))
     np.testing.assert_allclose(to_numpy(sl.diag(A)), np.diag(reference))
-    sign, logabsdet = sl.slogdet(A)
+    _, logabsdet = sl.slogdet(A)
     np.testing.assert_allclose(
         float(np.real(to_numpy(logabsdet))), 6 * np.log(abs(scale)), atol=1e-6
     )
@@ -209,7 +211,8 @@ def test_torch_results_carry_no_conjugate_bit() -> None:
             ("diag(H)", sl.diag(C.H)),
             ("solve(H)", sl.solve(C.H, x)),
         ):
-            assert not result.is_conj() and not result.is_neg(), (name, what)
+            assert not result.is_conj(), (name, what)
+            assert not result.is_neg(), (name, what)
             result.numpy()  # refuses a tensor with the conjugate bit
     A = torch.tensor([[1 + 2j, 0], [3, 4j]])
     np.testing.assert_array_equal(sl.Dense(A).H.to_dense().numpy(), A.numpy().conj().T)
