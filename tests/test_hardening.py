@@ -216,3 +216,255 @@ def test_torch_results_carry_no_conjugate_bit() -> None:
             result.numpy()  # refuses a tensor with the conjugate bit
     A = torch.tensor([[1 + 2j, 0], [3, 4j]])
     np.testing.assert_array_equal(sl.Dense(A).H.to_dense().numpy(), A.numpy().conj().T)
+
+
+# -- non-finite input to the factorisations ------------------------------------------------
+PROJECTIONS = [
+    (sl.LowRank, {"rank": 2}),
+    (sl.Kron, {"factor_shapes": ((2, 4), (4, 2))}),
+    (sl.Monarch, {"nblocks": 2}),
+    (sl.BTT, {"ms": (2, 4), "ns": (4, 2), "ranks": 1}),
+    (sl.TT, {"ms": (2, 4), "ns": (4, 2), "ranks": 2}),
+    (sl.BlockDiag, {"nblocks": 2}),
+    (sl.Diagonal, {}),
+    (sl.Dense, {}),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_project_refuses_non_finite_input(backend: str, bad: float) -> None:
+    w = np.random.default_rng(0).standard_normal((8, 8))
+    w[1, 2] = bad
+    w[3, 3] = np.nan
+    W = to_backend(w, backend)
+    for structure, spec in PROJECTIONS:
+        with pytest.raises(ValueError, match=r"project: W has 2 non-finite entries") as info:
+            sl.project(W, structure, **spec)
+        assert "nan_to_num" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_factorisations_refuse_non_finite_matrices(backend: str) -> None:
+    a = np.eye(4) + 0.1 * np.random.default_rng(0).standard_normal((4, 4))
+    a[0, 1] = np.inf
+    A = to_backend(a, backend)
+    b = to_backend(np.ones(4), backend)
+    blocks = to_backend(np.stack([a[:2, :2], np.eye(2)]), backend)
+    for name, op in {
+        "Dense": sl.Dense(A),
+        "Kron": sl.Kron(A[:2, :2], A[2:, 2:]),
+        "BlockDiag": sl.BlockDiag(blocks),
+        "Monarch": sl.Monarch(blocks, blocks),
+        "Sum": sl.Dense(A) + sl.Identity(4),
+    }.items():
+        for call in (
+            lambda: sl.inv(op).to_dense(),
+            lambda: sl.solve(op, b),
+            lambda: sl.slogdet(op),
+        ):
+            with pytest.raises(ValueError, match=r"non-finite entries \(1 inf, 0 nan\)"):
+                call()
+        # no factorisation: non-finite values propagate
+        with np.errstate(invalid="ignore"):
+            assert not np.isfinite(to_numpy(op @ b)).all(), name
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="needs JAX")
+def test_jit_projection_of_non_finite_input_returns_nan() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    w = np.random.default_rng(0).standard_normal((8, 8))
+    w[1, 2] = np.inf
+    f = jax.jit(lambda W: sl.project(W, sl.LowRank, rank=2).to_dense())
+    assert np.isnan(np.asarray(f(jnp.asarray(w)))).all()
+    good = np.asarray(f(jnp.asarray(np.nan_to_num(w, posinf=0.0))))
+    assert np.isfinite(good).all()
+
+
+# -- half precision ----------------------------------------------------------------------
+def _half_dtypes() -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = [("numpy", np.float16)]
+    if HAS_TORCH:
+        import torch
+
+        out += [("torch", torch.float16), ("torch", torch.bfloat16)]
+    if HAS_JAX:
+        import jax.numpy as jnp
+
+        out += [("jax", jnp.float16), ("jax", jnp.bfloat16)]
+    return out
+
+
+def _f64(x: Any) -> np.ndarray:
+    """`x` as float64 NumPy (through PyTorch's float64 for bfloat16, which NumPy lacks)."""
+    if hasattr(x, "detach"):
+        x = x.detach().double()
+    return np.asarray(to_numpy(x), dtype=np.float64)
+
+
+@pytest.mark.parametrize(("backend", "dtype"), _half_dtypes(), ids=str)
+def test_half_precision_factorisations_upcast(backend: str, dtype: Any) -> None:
+    rng = np.random.default_rng(0)
+    a = np.eye(4) * 2 + 0.3 * rng.standard_normal((4, 4))
+    A = to_backend(a, backend)
+    A = A.to(dtype) if backend == "torch" else A.astype(dtype)
+    b = A[:, 0]
+    tol = {"rtol": 0.05, "atol": 0.05}
+    for name, op in {
+        "Dense": sl.Dense(A),
+        "Kron": sl.Kron(A[:2, :2], A[2:, 2:]),
+        "BlockDiag": sl.BlockDiag(A.reshape(2, 2, 4)[:, :, :2]),
+    }.items():
+        R = _f64(op.to_dense())  # exactly the values held
+        inv = op.inv().to_dense()
+        assert inv.dtype == A.dtype, name
+        np.testing.assert_allclose(_f64(inv), np.linalg.inv(R), **tol)
+        x = sl.solve(op, b)
+        assert x.dtype == A.dtype, name
+        np.testing.assert_allclose(_f64(x), np.linalg.solve(R, _f64(b)), **tol)
+        sign, logabsdet = sl.slogdet(op)
+        assert logabsdet.dtype == A.dtype, name
+        np.testing.assert_allclose(float(_f64(logabsdet)), np.linalg.slogdet(R)[1], **tol)
+        assert float(_f64(sign)) == np.linalg.slogdet(R)[0]
+    W = sl.Kron(A, A).to_dense()[:8, :8]
+    for structure, spec in PROJECTIONS:
+        P = sl.project(W, structure, **spec)
+        assert P.dtype == A.dtype, structure
+        assert np.isfinite(_f64(P.to_dense())).all(), structure
+    np.testing.assert_allclose(_f64(sl.project(A, sl.LowRank, rank=4).to_dense()), _f64(A), **tol)
+
+
+# -- arithmetic with arrays, numbers and sum() -------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sum_and_zero(backend: str) -> None:
+    ops = list(_square_ops(backend, "float64").values())
+    total = sum(ops)
+    np.testing.assert_allclose(_dense(total), sum(_dense(op) for op in ops))
+    A = ops[0]
+    assert 0 + A is A
+    assert A + 0 is A
+    assert A - 0.0 is A
+    assert np.float64(0) + A is A
+    np.testing.assert_allclose(_dense(0 - A), -_dense(A))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_arrays_and_numbers_do_not_add_to_operators(backend: str) -> None:
+    A = _square_ops(backend, "float64")["Kron"]
+    x = to_backend(np.eye(4), backend)
+    for expr, call in {
+        "x + A": lambda: x + A,
+        "A + x": lambda: A + x,
+        "x - A": lambda: x - A,
+        "A - x": lambda: A - x,
+    }.items():
+        with pytest.raises(TypeError, match=r"combine two operators.*sl\.Dense\(x\)") as info:
+            call()
+        assert str(info.value).startswith(expr), info.value
+    with pytest.raises(TypeError, match=r"c \* sl\.Identity\(4\)"):
+        A + 1.5
+    with pytest.raises(TypeError, match=r"c \* sl\.Identity\(4\)"):
+        2 - A
+    with pytest.raises(TypeError, match="takes a scalar"):
+        x * A
+    y = x @ A  # `array @ op` is a product
+    np.testing.assert_allclose(to_numpy(y), _dense(A))
+    if backend == "numpy":
+        with pytest.raises(TypeError, match="combine two operators"):
+            np.float64(1.0) + A
+
+
+# -- keyword typos ----------------------------------------------------------------------
+def test_project_names_an_unknown_option_and_the_valid_ones() -> None:
+    W = np.ones((8, 8))
+    cases = [
+        (
+            sl.Monarch,
+            {"nblock": 4},
+            "project(W, Monarch) takes no option nblock (did you mean nblocks?); its options: nblocks, blocks",
+        ),
+        (
+            sl.LowRank,
+            {"rnak": 2},
+            "project(W, LowRank) takes no option rnak (did you mean rank?); its options: rank",
+        ),
+        (
+            sl.Kron,
+            {"factors": ((2, 2), (4, 4))},
+            "project(W, Kron) takes no option factors (did you mean factor_shapes?)",
+        ),
+        (
+            sl.TT,
+            {"ms": (2, 4), "ns": (4, 2), "rank": 2},
+            "project(W, TT) takes no option rank (did you mean ranks?); its options: ms, ns, ranks",
+        ),
+        (sl.Diagonal, {"k": 1}, "project(W, Diagonal) takes no option k; its options: none"),
+        (
+            sl.BlockDiag,
+            {},
+            "project(W, BlockDiag) needs the option nblocks=...; its options: nblocks",
+        ),
+        (sl.BTT, {"ms": (2, 4), "ns": (4, 2)}, "project(W, BTT) needs the option ranks=..."),
+    ]
+    for structure, spec, message in cases:
+        with pytest.raises(TypeError) as info:
+            sl.project(W, structure, **spec)
+        assert str(info.value).startswith(message), info.value
+
+
+def test_layer_structure_options_suggest_the_nearest() -> None:
+    from structlin.nn.structures import template
+
+    with pytest.raises(
+        TypeError, match=r"takes no option nblock \(did you mean nblocks\?\); its options: nblocks"
+    ):
+        template("monarch", 8, 8, nblock=2)
+
+
+# -- logdet of a negative determinant ------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logdet_of_a_negative_determinant_points_to_slogdet(backend: str) -> None:
+    D = sl.Diagonal(to_backend(np.array([-1.0, 2.0]), backend))
+    with pytest.raises(
+        ValueError,
+        match=r"logdet: Diagonal of shape \(2, 2\) has a negative determinant.*sl\.slogdet",
+    ):
+        sl.logdet(D)
+    with pytest.raises(ValueError, match="negative determinant"):
+        sl.logdet(sl.Dense(D.to_dense()))
+    with np.errstate(all="raise"):  # no NumPy warning either
+        singular = sl.logdet(sl.Diagonal(to_backend(np.array([0.0, 2.0]), backend)))
+        assert float(to_numpy(singular)) == -np.inf
+        both = sl.Diagonal(to_backend(np.array([-1.0, -2.0]), backend))
+        np.testing.assert_allclose(float(to_numpy(sl.logdet(both))), np.log(2))
+        complex_D = sl.Diagonal(to_backend(np.array([-1.0 + 0j, 2.0]), backend))
+        np.testing.assert_allclose(complex(to_numpy(sl.logdet(complex_D))), np.log(2) + 1j * np.pi)
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="needs JAX")
+def test_logdet_under_jit_gives_nan_for_a_negative_determinant() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda d: sl.logdet(sl.Diagonal(d)))
+    assert np.isnan(float(f(jnp.array([-1.0, 2.0]))))
+    np.testing.assert_allclose(float(f(jnp.array([1.0, 2.0]))), np.log(2))
+
+
+# -- block_shardings' arguments ------------------------------------------------------------
+@pytest.mark.skipif(not HAS_JAX, reason="needs JAX")
+def test_block_shardings_checks_mesh_and_axis() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    op = sl.BlockDiag(jnp.ones((2, 2, 2)))
+    mesh = jax.make_mesh((1,), ("blocks",))
+    for bad in (None, "blocks", jax.devices()):
+        with pytest.raises(TypeError, match=r"block_shardings: mesh must be a jax\.sharding\.Mesh"):
+            sl.block_shardings(op, bad)
+    for bad in (None, 0, ("blocks", 1)):
+        with pytest.raises(TypeError, match=r"block_shardings: axis must be a mesh axis name"):
+            sl.block_shardings(op, mesh, bad)
+    assert sl.block_shardings(op, mesh, ["blocks"]) is not None

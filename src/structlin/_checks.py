@@ -5,7 +5,8 @@ Every message names the offending shapes, dtypes or backends and says how to fix
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from structlin.backends import Array, Backend, backend_of, get_backend, is_array
@@ -94,3 +95,35 @@ def dense_backend(A: Any) -> tuple[Backend, Any, Any]:
     # A value-free operator may carry another library's dtype (or a name).
     dtype = backend.canonical_dtype(A.dtype) if A.dtype is not None else backend.default_float()
     return backend, dtype, A.device
+
+
+def keywords(what: str, given: Iterable[str], valid: Sequence[str]) -> None:
+    """Refuse keywords not in `valid`, naming the first, the nearest valid one and all of them."""
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    options = ", ".join(valid) if valid else "none"
+    raise TypeError(f"{what} takes no option {name}{hint}; its options: {options}")
+
+
+def finite(x: Array, what: str) -> None:
+    """Refuse an array with inf or nan entries (where its values can be read), by count.
+
+    For the inputs of factorisations: LAPACK returns garbage on them, and its SVD may
+    never return. One `isfinite` reduction, negligible next to the factorisation.
+    """
+    backend = backend_of(x)
+    if not backend.is_concrete(x) or bool(backend.all(backend.isfinite(x))):
+        return
+    import numpy as np
+
+    values = backend.to_numpy(x)
+    nan, inf = int(np.count_nonzero(np.isnan(values))), int(np.count_nonzero(np.isinf(values)))
+    raise ValueError(
+        f"{what} has {nan + inf} non-finite entries ({inf} inf, {nan} nan) of {values.size}; "
+        "the factorisations need finite values: replace them first "
+        "(e.g. numpy.nan_to_num / torch.nan_to_num) or find where they came from"
+    )

@@ -14,6 +14,7 @@ flattening, JAX registration, `.to(...)` and parameter extraction for layers.
 from __future__ import annotations
 
 import abc
+import numbers
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -66,7 +67,9 @@ class LinearOperator(abc.ABC):
 
     Operations: `A @ x` (`x` of shape `(n,)` or `(n, k)`), `X @ A` (`X` of shape
     `(..., m)`), `A @ B`, `A + B`, `A - B`, `c * A`, `A / c`, `-A`, `A.T`, `A.H`,
-    `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`.
+    `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`. `+` and `-` combine two
+    operators; `0 + A` is `A` (so `sum([A, B])` works), while an array or another number
+    is refused with a `TypeError` (write `sl.Dense(x) + A`, or `A + c * sl.Identity(n)`).
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -250,15 +253,25 @@ class LinearOperator(abc.ABC):
             return Y if Y is not None else _fns.rmatmat(X, A)
         return NotImplemented
 
+    # `A + B` and `A - B` take two operators. A zero number is the additive identity, so
+    # that `sum([A, B])` (which starts from 0) works; an array or another number is
+    # refused with the fix (`__array_ufunc__ = None` makes NumPy, and PyTorch and JAX do
+    # so anyway, hand `array + A` to `__radd__`).
     def __add__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
-            return NotImplemented
+            return _not_an_operator(self, other, "A + x", self)
         return _fns.add(self, other)
+
+    def __radd__(self, other: Any) -> Sum | LinearOperator:
+        return _not_an_operator(self, other, "x + A", self)
 
     def __sub__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
-            return NotImplemented
+            return _not_an_operator(self, other, "A - x", self)
         return _fns.add(self, _fns.scale(-1, other))
+
+    def __rsub__(self, other: Any) -> Sum | LinearOperator:
+        return _not_an_operator(self, other, "x - A", -self)
 
     def __neg__(self) -> ScalarMul | LinearOperator:
         return _fns.scale(-1, self)
@@ -354,6 +367,29 @@ def _torch() -> tuple[Any, Callable[[], bool]]:
         dynamo_compiling = torch._dynamo.is_compiling
     _TORCH = (torch.Tensor.matmul, dynamo_compiling)
     return _TORCH
+
+
+def _not_an_operator(A: LinearOperator, x: Any, op: str, if_zero: LinearOperator) -> Any:
+    """`if_zero` where `x` is the number 0, else a TypeError that says what to write."""
+    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+        if x == 0:
+            return if_zero
+        fix = (
+            f"for A + c I write A + c * sl.Identity({A.shape[0]})"
+            if A.is_square
+            else f"the operator of shape {A.shape} has no identity to add a multiple of"
+        )
+        raise TypeError(
+            f"{op}: `+` and `-` combine two operators (or an operator and 0), got the number "
+            f"{x!r}, which would be ambiguous (c I, or c on every entry?); {fix}"
+        )
+    if is_array(x):
+        raise TypeError(
+            f"{op}: `+` and `-` combine two operators, got {type(x).__name__} of shape "
+            f"{tuple(x.shape)}; wrap the array as an operator, {op.replace('x', 'sl.Dense(x)')}, "
+            f"or for a dense result write {op.replace('A', 'A.to_dense()')}"
+        )
+    return NotImplemented  # let Python raise its TypeError
 
 
 def _not_a_scalar(c: Any, op: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from structlin import pytree
+from structlin import _checks, pytree
 from structlin.backends import Array
 from structlin.functions import project
 from structlin.operator import LinearOperator
@@ -84,12 +84,7 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
     """`spec` checked against `structure` and completed with the defaults."""
     if structure not in _SPEC_KEYS:
         raise ValueError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
-    unknown = set(spec) - set(_SPEC_KEYS[structure])
-    if unknown:
-        allowed = ", ".join(_SPEC_KEYS[structure]) or "none"
-        raise TypeError(
-            f"structure {structure!r} takes no option {', '.join(sorted(unknown))}; its options: {allowed}"
-        )
+    _checks.keywords(f"structure {structure!r}", sorted(spec), _SPEC_KEYS[structure])
     for name, v in (("d_in", d_in), ("d_out", d_out)):
         if isinstance(v, bool) or int(v) != v or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -224,7 +219,7 @@ def leaf_names(treedef: pytree.TreeDef | None) -> list[str]:
     lone array). The PyTorch and JAX layers name their parameters with it.
 
     Examples:
-        >>> from structlin import pytree
+        >>> from structlin import _checks, pytree
         >>> from structlin.nn.structures import leaf_names, template
         >>> leaf_names(pytree.tree_flatten(template("monarch", 16, 16))[1])
         ['blocks_0', 'blocks_1']
