@@ -259,9 +259,9 @@ def test_factorisations_refuse_non_finite_matrices(backend: str) -> None:
         "Sum": sl.Dense(A) + sl.Identity(4),
     }.items():
         for call in (
-            lambda: sl.inv(op).to_dense(),
-            lambda: sl.solve(op, b),
-            lambda: sl.slogdet(op),
+            lambda op=op: sl.inv(op).to_dense(),
+            lambda op=op: sl.solve(op, b),
+            lambda op=op: sl.slogdet(op),
         ):
             with pytest.raises(ValueError, match=r"non-finite entries \(1 inf, 0 nan\)"):
                 call()
@@ -468,3 +468,51 @@ def test_block_shardings_checks_mesh_and_axis() -> None:
         with pytest.raises(TypeError, match=r"block_shardings: axis must be a mesh axis name"):
             sl.block_shardings(op, mesh, bad)
     assert sl.block_shardings(op, mesh, ["blocks"]) is not None
+
+
+# -- huge sizes ---------------------------------------------------------------------------
+def test_huge_dense_matrices_are_refused_before_allocating() -> None:
+    huge = 2**40
+    big = sl.Diagonal(np.ones(2**20))  # 8 MiB of values, an 8 TiB dense matrix
+    cases = {
+        "Identity": lambda: sl.Identity(huge).to_dense(),
+        "Identity(dtype)": lambda: sl.to_dense(sl.Identity(huge, np.float32)),
+        "Diagonal": lambda: big.to_dense(),
+        "Kron": lambda: sl.Kron(big, big).to_dense(),
+        "Sum.solve": lambda: sl.solve(
+            big + sl.Dense(np.ones((2**20, 1))) @ sl.Dense(np.ones((1, 2**20))), np.ones(2**20)
+        ),
+        "diag fallback": lambda: sl.diag(
+            sl.Dense(np.ones((2**20, 1))) @ sl.Dense(np.ones((1, 2**20)))
+        ),
+    }
+    for name, call in cases.items():
+        with pytest.raises(
+            ValueError,
+            match=r"would take [\d.]+ [PT]iB \(\d+ bytes\), more than the .* of memory of the host",
+        ) as info:
+            call()
+        assert "STRUCTLIN_MAX_DENSE_BYTES" in str(info.value), name
+    for call in (
+        lambda: sl.dft(huge),
+        lambda: sl.hadamard(huge),
+        lambda: sl.Monarch.random(huge, huge),
+    ):
+        with pytest.raises(ValueError, match=r"would take .* bytes\), more than"):
+            call()
+    # Structured rules need no dense matrix.
+    assert sl.diag(sl.Identity(2**24)).shape == (2**24,)
+    assert float(sl.trace(sl.Kron(sl.Identity(2**20), sl.Identity(2**20)))) == 2.0**40
+
+
+def test_the_dense_limit_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    A = sl.Kron(np.eye(2**6), np.eye(2**6))  # a 128 MiB dense matrix
+    monkeypatch.setenv("STRUCTLIN_MAX_DENSE_BYTES", str(2**26))
+    with pytest.raises(
+        ValueError, match=r"128\.0 MiB \(134217728 bytes\), more than the 64\.0 MiB"
+    ):
+        A.to_dense()
+    with pytest.raises(ValueError, match=r"more than the 64\.0 MiB"):
+        sl.dft(2**16)
+    monkeypatch.setenv("STRUCTLIN_MAX_DENSE_BYTES", str(2**27))
+    assert A.to_dense().shape == (2**12, 2**12)

@@ -342,6 +342,14 @@ def to_dense(A: LinearOperator) -> Array:
     for Kron, the blocks for BlockDiag, core contractions for TT and BTT, ...), otherwise
     by applying `A` to the identity (`A @ I`, e.g. for Monarch: `O(n)` matmat columns).
 
+    A dense matrix that would take more memory than the device it would live on has
+    (the host's physical memory for NumPy and CPU arrays) is refused before anything
+    is allocated, here and in the dense fallbacks of the other functions; the
+    environment variable `STRUCTLIN_MAX_DENSE_BYTES` sets another limit in bytes.
+
+    Raises:
+        ValueError: the dense matrix would not fit in memory.
+
     Examples:
         >>> import numpy as np, structlin as sl
         >>> sl.to_dense(sl.Kron(np.eye(2), np.ones((1, 2))))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from structlin import _checks
 from structlin.backends import Array, Backend, Device, DType, get_backend
 
 Seed = np.random.Generator | int | None
@@ -37,6 +38,12 @@ def normal(
         backend = get_backend(backend)
     generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     dtype = backend.default_float() if dtype is None else backend.canonical_dtype(dtype)
+    # Drawn in float64 on the host (twice for complex values).
+    _checks.allocation(
+        8 * math.prod(shape) * (2 if backend.is_complex(dtype) else 1),
+        f"random values of shape {_checks.shape_str(shape)}",
+        "choose smaller sizes (or more blocks)",
+    )
     values: Any = std * generator.standard_normal(shape)
     if backend.is_complex(dtype):
         values = (values + 1j * std * generator.standard_normal(shape)) / math.sqrt(2)

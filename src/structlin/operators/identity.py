@@ -118,7 +118,7 @@ def slogdet(A: Identity):
 @dispatch
 def diag(A: Identity):
     backend, dtype, device = dense_backend(A)
-    return backend.diagonal(backend.eye(A.n, dtype, device))
+    return backend.zeros((A.n,), dtype, device) + 1  # not the diagonal of an n x n eye
 
 
 @dispatch

@@ -472,16 +472,13 @@ class Monarch(GeneralizedMonarch):
 
         As in the original `MonarchLinear`: `p = ceil(d_in / nblocks)`,
         `s = ceil(d_out / nblocks)`, `k = l = nblocks`, and the middle size
-        `q = r = min(p, s)` so that the smaller side sets the rank.
+        `q = r = min(p, s)` so that the smaller side sets the rank. Any positive
+        `nblocks` is taken, as there: more blocks than `min(d_in, d_out)` give blocks of
+        width 1 and pad the input (or output) up to `nblocks` entries.
         """
         for name, v in (("d_in", d_in), ("d_out", d_out), ("nblocks", nblocks)):
             if int(v) != v or v < 1:
                 raise ValueError(f"Monarch.layout: {name} must be a positive integer, got {v!r}")
-        if nblocks > min(d_in, d_out):
-            raise ValueError(
-                f"Monarch.layout: nblocks={nblocks} exceeds min(d_in, d_out) = {min(d_in, d_out)}; "
-                "use at most that many blocks"
-            )
         p = -(-d_in // nblocks)
         s = -(-d_out // nblocks)
         mid = p if nblocks * p < nblocks * s else s
@@ -509,14 +506,14 @@ class Monarch(GeneralizedMonarch):
         Args:
             d_in: Input size (columns).
             d_out: Output size (rows).
-            nblocks: Blocks per factor, at most `min(d_in, d_out)`.
+            nblocks: Blocks per factor (any positive number; see `layout`).
             rng: NumPy generator or seed; a seed gives the same blocks on every backend.
             dtype: The blocks' dtype (the backend's default float if `None`).
             backend: `"numpy"`, `"torch"`, `"jax"` or a [`Backend`][structlin.backends.Backend].
             device: Where to put the blocks.
 
         Raises:
-            ValueError: non-positive sizes or more blocks than `min(d_in, d_out)`.
+            ValueError: non-positive sizes.
         """
         (k, q, p), (l, s, r) = cls.layout(d_in, d_out, nblocks)
         if isinstance(backend, str):
