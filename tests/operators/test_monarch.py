@@ -160,7 +160,7 @@ def test_more_blocks_than_rows_or_columns(d_in, d_out, nblocks, expected) -> Non
     assert sl.Monarch.layout(d_in, d_out, nblocks) == expected
     M = sl.Monarch.random(d_in, d_out, nblocks, rng=1)
     assert M.shape == (d_out, d_in)
-    (k, _, p), (l, s, _) = expected
+    (k, _, p), _ = expected
     x = np.random.default_rng(0).standard_normal((5, d_in))
     padded = np.concatenate([x, np.zeros((5, k * p - d_in))], axis=1)
     want = original_monarch(padded, M.blkdiag1, M.blkdiag2)[:, :d_out]
