@@ -516,3 +516,14 @@ def test_the_dense_limit_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
         sl.dft(2**16)
     monkeypatch.setenv("STRUCTLIN_MAX_DENSE_BYTES", str(2**27))
     assert A.to_dense().shape == (2**12, 2**12)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_meta_tensors_pass_the_value_checks() -> None:
+    """A meta tensor has no values to check: shapes flow through the factorisations."""
+    import torch
+
+    A = sl.Dense(torch.empty(4, 4, device="meta"))
+    assert sl.inv(A).to_dense().device.type == "meta"
+    assert sl.solve(A, torch.empty(4, device="meta")).shape == (4,)
+    assert sl.project(torch.empty(8, 8, device="meta"), sl.LowRank, rank=2).U.shape == (8, 2)
