@@ -263,6 +263,8 @@ class LinearOperator(abc.ABC):
         return _fns.add(self, other)
 
     def __radd__(self, other: Any) -> Sum | LinearOperator:
+        if isinstance(other, LinearOperator):  # a subclass's override asked first
+            return _fns.add(other, self)
         return _not_an_operator(self, other, "x + A", self)
 
     def __sub__(self, other: Any) -> Sum | LinearOperator:
@@ -271,6 +273,8 @@ class LinearOperator(abc.ABC):
         return _fns.add(self, _fns.scale(-1, other))
 
     def __rsub__(self, other: Any) -> Sum | LinearOperator:
+        if isinstance(other, LinearOperator):
+            return _fns.add(other, _fns.scale(-1, self))
         return _not_an_operator(self, other, "x - A", -self)
 
     def __neg__(self) -> ScalarMul | LinearOperator:
