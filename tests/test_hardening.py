@@ -137,6 +137,8 @@ def test_composites_of_value_free_identities(build: Callable, dtype: Any) -> Non
         import torch
 
         y = A @ torch.ones(6, dtype=torch.float64)
+        assert isinstance(y, torch.Tensor)  # not a NumPy array through __array_wrap__
+        assert isinstance(torch.ones(2, 6) @ A, torch.Tensor)
         np.testing.assert_allclose(to_numpy(y), reference @ np.ones(6))
 
 
