@@ -5,9 +5,13 @@ Every message names the offending shapes, dtypes or backends and says how to fix
 
 from __future__ import annotations
 
+import difflib
+import functools
+import math
 import operator
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -175,5 +179,114 @@ def common_dtype(items: Sequence[Any], backend: Backend | None) -> Any:
 def dense_backend(A: Any) -> tuple[Backend, Any, Any]:
     """`(backend, dtype, device)` to materialise `A` with; value-free operators default to NumPy."""
     backend = A.backend if A.backend is not None else get_backend("numpy")
-    dtype = A.dtype if A.dtype is not None else backend.default_float()
+    # A value-free operator may carry another library's dtype (or a name).
+    dtype = backend.canonical_dtype(A.dtype) if A.dtype is not None else backend.default_float()
     return backend, dtype, A.device
+
+
+def keywords(what: str, given: Iterable[str], valid: Sequence[str]) -> None:
+    """Refuse keywords not in `valid`, naming the first, the nearest valid one and all of them."""
+    unknown = [name for name in given if name not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    near = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    options = ", ".join(valid) if valid else "none"
+    raise TypeError(f"{what} takes no option {name}{hint}; its options: {options}")
+
+
+def finite(x: Array, what: str) -> None:
+    """Refuse an array with inf or nan entries (where its values can be read), by count.
+
+    For the inputs of factorisations: LAPACK returns garbage on them, and its SVD may
+    never return. One `isfinite` reduction, negligible next to the factorisation.
+    """
+    backend = backend_of(x)
+    if not backend.is_concrete(x) or bool(backend.all(backend.isfinite(x))):
+        return
+    values = backend.to_numpy(x)
+    nan, inf = int(np.count_nonzero(np.isnan(values))), int(np.count_nonzero(np.isinf(values)))
+    raise ValueError(
+        f"{what} has {nan + inf} non-finite entries ({inf} inf, {nan} nan) of {values.size}; "
+        "the factorisations need finite values: replace them first "
+        "(e.g. numpy.nan_to_num / torch.nan_to_num) or find where they came from"
+    )
+
+
+# -- allocations ------------------------------------------------------------------------
+# A dense array is refused before it is allocated when it would take more than the
+# memory of the device it would live on (the host's physical memory for NumPy and CPU
+# arrays): no such allocation can succeed, and trying one may exhaust swap or fail deep
+# inside the library. The environment variable `STRUCTLIN_MAX_DENSE_BYTES` sets another
+# limit (in bytes), read on every check.
+CHECK_FROM = 1 << 24
+"""Allocations of fewer bytes than this are never checked (nothing to save there)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
+def memory_limit(device: Any = None) -> int | None:
+    """Bytes one array may take on `device`: `STRUCTLIN_MAX_DENSE_BYTES` if set, else the
+    device's total memory (the host's for NumPy and CPU arrays); `None` if unknown."""
+    env = os.environ.get("STRUCTLIN_MAX_DENSE_BYTES")
+    if env:
+        return int(float(env))
+    kind = getattr(device, "type", None) or getattr(device, "platform", None)
+    if kind is None or kind == "cpu":
+        return _host_memory()
+    try:
+        if kind == "cuda":  # a torch.device
+            import torch
+
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        stats = device.memory_stats()  # a JAX device
+        return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+    except Exception:  # an unknown kind of device: no limit we can tell
+        return None
+
+
+def _bytes_str(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # unreachable
+
+
+def allocation(nbytes: int, what: str, fix: str, device: Any = None) -> None:
+    """ValueError if an allocation of `nbytes` on `device` exceeds `memory_limit(device)`."""
+    if nbytes < CHECK_FROM:
+        return
+    limit = memory_limit(device)
+    if limit is None or nbytes <= limit:
+        return
+    where = "the host" if device is None or str(device) == "cpu" else str(device)
+    raise ValueError(
+        f"{what} would take {_bytes_str(nbytes)} ({nbytes} bytes), more than the "
+        f"{_bytes_str(limit)} of memory of {where}; {fix} (the limit is the device's "
+        "memory; the environment variable STRUCTLIN_MAX_DENSE_BYTES sets another)"
+    )
+
+
+def dense_allocation(A: Any) -> None:
+    """`allocation` for the dense `(m, n)` matrix of operator `A`."""
+    m, n = A.shape
+    if m * n * 16 < CHECK_FROM:  # no dtype takes more than 16 bytes an entry
+        return
+    _, dtype, device = dense_backend(A)
+    itemsize = getattr(dtype, "itemsize", None) or 8
+    allocation(
+        math.prod((m, n, itemsize)),
+        f"the dense matrix of {type(A).__name__} of shape {shape_str(A.shape)} ({dtype})",
+        "work with the operator instead (A @ x, or A @ X for a few columns at a time); where "
+        "a dense fallback of solve, inv, slogdet or diag needed it, an iterative method "
+        "(sl.to_scipy(A) with scipy.sparse.linalg) needs none",
+        device,
+    )

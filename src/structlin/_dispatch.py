@@ -92,15 +92,33 @@ class Dispatcher:
     def __init__(self) -> None:
         self._plum = plum.Dispatcher()
         self._rules: dict[str, Rule] = {}
+        # A `Rule` subclass for the rules whose every call needs a check first.
+        self.rule_classes: dict[str, type[Rule]] = {}
 
     def __call__(self, f: Callable[..., Any]) -> Rule:
         function = self._plum(f)
         rule = self._rules.get(f.__name__)
         if rule is None or rule.function is not function:
-            rule = self._rules[f.__name__] = Rule(function)
+            cls = self.rule_classes.get(f.__name__, Rule)
+            rule = self._rules[f.__name__] = cls(function)
         for each in self._rules.values():
             each.clear_cache()
         return rule
 
 
+class _DenseRule(Rule):
+    """`to_dense`, which refuses a dense matrix larger than the memory it would live in
+    (see `structlin._checks.allocation`) before any method allocates it."""
+
+    def __call__(self, A: Any) -> Any:
+        m, n = A.shape
+        if m * n >= 1 << 20:  # fewer entries take too little memory to be worth a check
+            from structlin._checks import dense_allocation
+
+            dense_allocation(A)
+        return super().__call__(A)
+
+
 dispatch = Dispatcher()
+# Set before any module registers a method: the first registration creates the rule.
+dispatch.rule_classes["to_dense"] = _DenseRule

@@ -8,7 +8,9 @@ that matches; the docstrings of the operator classes state them.
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from typing import Any
 
 from structlin import _checks, rules
@@ -133,7 +135,8 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             "move one of them (op.to(device=...) or x.to(...))"
         )
     if A.dtype is not None and X.dtype != A.dtype:
-        dtype = backend.result_type(A.dtype, X.dtype)
+        # A value-free operator (no backend) may carry NumPy's dtype: take it as X's library's.
+        dtype = backend.result_type(backend.canonical_dtype(A.dtype), X.dtype)
         if X.dtype != dtype:
             X = backend.astype(X, dtype)
         if A.dtype != dtype:
@@ -280,8 +283,13 @@ def inv(A: LinearOperator) -> LinearOperator:
     (explicit inverse, `O(n^3)`). Otherwise a lazy [`Inverse`][structlin.Inverse]
     that solves with the dense matrix on each application.
 
+    Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
+    and the result returned in the input's dtype. A matrix to factorise with inf or
+    nan entries is refused (ValueError) where its values can be read; inside
+    `jax.jit` they cannot, and the result has NaN entries instead.
+
     Raises:
-        ValueError: `A` is not square.
+        ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
         SingularOperatorError: `A` is singular (where detectable eagerly).
 
     Examples:
@@ -299,8 +307,15 @@ def inv(A: LinearOperator) -> LinearOperator:
 def solve(A: LinearOperator, B: Array) -> Array:
     """`A^{-1} B` for `B` of shape `(n,)` or `(n, k)`, using the structured inverse where one exists.
 
+    Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
+    and the result returned in the input's dtype. A matrix to factorise with inf or
+    nan entries is refused (ValueError) where its values can be read; inside
+    `jax.jit` they cannot, and the result has NaN entries instead.
+    Non-finite entries of `B` are not refused: they propagate as in any product.
+
     Raises:
-        ValueError: `A` is not square or `B` does not match it.
+        ValueError: `A` is not square, `B` does not match it, or a matrix to factorise
+            has inf or nan entries.
         TypeError: `B` is not a floating-point array of `A`'s backend.
         SingularOperatorError: `A` is singular (where detectable eagerly).
 
@@ -331,6 +346,14 @@ def to_dense(A: LinearOperator) -> Array:
     The result is a new array: it never shares memory with the arrays `A` holds
     (for a [`Dense`][structlin.Dense] it is a copy, `O(mn)`), so writing into it
     leaves `A` as it was.
+
+    A dense matrix that would take more memory than the device it would live on has
+    (the host's physical memory for NumPy and CPU arrays) is refused before anything
+    is allocated, here and in the dense fallbacks of the other functions; the
+    environment variable `STRUCTLIN_MAX_DENSE_BYTES` sets another limit in bytes.
+
+    Raises:
+        ValueError: the dense matrix would not fit in memory.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -372,8 +395,13 @@ def slogdet(A: LinearOperator) -> tuple[Array, Array]:
     ScalarMul, Product of square factors, Inverse and (conjugate) transposes;
     dense LU otherwise. A singular operator gives `(0, -inf)`.
 
+    Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
+    and the result returned in the input's dtype. A matrix to factorise with inf or
+    nan entries is refused (ValueError) where its values can be read; inside
+    `jax.jit` they cannot, and the result has NaN entries instead.
+
     Raises:
-        ValueError: `A` is not square.
+        ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -388,12 +416,14 @@ def slogdet(A: LinearOperator) -> tuple[Array, Array]:
 def logdet(A: LinearOperator) -> Array:
     """`log det A`, for operators with a positive determinant (e.g. SPD).
 
-    Computed as `log(sign) + log|det A|` from [`slogdet`][structlin.slogdet]:
-    a real operator with a negative determinant gives `nan`, as `torch.logdet`
-    does; use `slogdet` when the sign matters.
+    Computed from [`slogdet`][structlin.slogdet]: `log|det A|` for a real operator,
+    `log(sign) + log|det A|` (complex) for a complex one. A singular operator gives
+    `-inf`. A real operator with a negative determinant has no real logarithm: that is
+    a ValueError where the sign can be read, and `nan` inside `jax.jit` (traced
+    values), as `torch.logdet` gives; use `slogdet` when the sign can be negative.
 
     Raises:
-        ValueError: `A` is not square.
+        ValueError: `A` is not square, or is real with a negative determinant.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -401,7 +431,16 @@ def logdet(A: LinearOperator) -> Array:
         1.7918
     """
     sign, logabsdet = slogdet(A)
-    return backend_of(logabsdet).log(sign) + logabsdet
+    backend = backend_of(logabsdet)
+    if backend.is_complex(sign.dtype) or not backend.is_concrete(sign):
+        return backend.log(sign) + logabsdet  # traced and real: nan for a negative sign
+    if bool(sign < 0):
+        raise ValueError(
+            f"logdet: {type(A).__name__} of shape {_checks.shape_str(A.shape)} has a negative "
+            f"determinant (log|det A| = {float(logabsdet):.6g}), whose logarithm is not real; "
+            "use sl.slogdet(A), which returns (sign, log|det A|)"
+        )
+    return logabsdet  # sign 1, or 0 with log|det A| = -inf
 
 
 def diag(A: LinearOperator) -> Array:
@@ -496,10 +535,17 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
     | [`BTT`][structlin.BTT] | `ms`, `ns`, `ranks` | optimal for 2 cores; greedy for more |
     | [`TT`][structlin.TT] | `ms`, `ns`, `ranks` | TT-SVD: quasi-optimal (within `sqrt(c - 1)`) |
 
+    Half precision `W` (float16, bfloat16), which LAPACK lacks, is decomposed in float32
+    and the factors returned in `W`'s dtype. A `W` with inf or nan entries is refused
+    (on such input LAPACK's SVD returns garbage or never returns); inside `jax.jit`
+    the values cannot be checked, and the factors of such a `W` are NaN.
+
     Raises:
         TypeError: `W` is not a floating-point array, `structure` is not an operator
-            class, or it has no projection.
-        ValueError: `W` is not 2-D, or its shape does not fit the spec.
+            class or has no projection, or `spec` has an option the structure does not
+            take (the message lists those it takes) or lacks one it needs.
+        ValueError: `W` is not 2-D, has inf or nan entries, or its shape does not fit
+            the spec.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -513,4 +559,29 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
         raise TypeError(
             f"project: structure must be an operator class such as sl.Monarch, got {structure!r}"
         )
+    _check_spec(structure, spec)
+    _checks.finite(W, "project: W")
     return rules.project(W, structure, **spec)
+
+
+def _check_spec(structure: type[LinearOperator], spec: dict[str, Any]) -> None:
+    """Refuse keywords that `structure`'s projection does not take, or lacks, naming the valid ones."""
+    # The projection registered for the nearest class in `structure`'s MRO, as plum picks it.
+    best, method = len(structure.__mro__), None
+    for m in rules.project.methods:
+        (target,) = typing.get_args(m.signature.types[1]) or (None,)
+        if target in structure.__mro__ and structure.__mro__.index(target) < best:
+            best, method = structure.__mro__.index(target), m
+    if method is None:
+        return
+    params = list(inspect.signature(method.implementation).parameters.values())[2:]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return  # the generic fallback, which says there is no projection
+    what = f"project(W, {structure.__name__})"
+    _checks.keywords(what, spec, [p.name for p in params])
+    missing = [p.name for p in params if p.default is p.empty and p.name not in spec]
+    if missing:
+        raise TypeError(
+            f"{what} needs the option {missing[0]}=...; its options: "
+            + ", ".join(p.name for p in params)
+        )

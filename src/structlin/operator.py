@@ -14,6 +14,7 @@ flattening, JAX registration, `.to(...)` and parameter extraction for layers.
 from __future__ import annotations
 
 import abc
+import numbers
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -69,7 +70,9 @@ class LinearOperator(abc.ABC):
 
     Operations: `A @ x` (`x` of shape `(n,)` or `(n, k)`), `X @ A` (`X` of shape
     `(..., m)`), `A @ B`, `A + B`, `A - B`, `c * A`, `A / c`, `-A`, `A.T`, `A.H`,
-    `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`.
+    `A.inv()`, `A.to_dense()`, `A.to(dtype=..., device=...)`. `+` and `-` combine two
+    operators; `0 + A` is `A` (so `sum([A, B])` works), while an array or another number
+    is refused with a `TypeError` (write `sl.Dense(x) + A`, or `A + c * sl.Identity(n)`).
 
     Inputs: arrays are NumPy arrays, PyTorch tensors (`nn.Parameter` included) or
     JAX arrays, of a floating-point or complex dtype; integer and boolean arrays
@@ -182,7 +185,13 @@ class LinearOperator(abc.ABC):
                 dtypes.append(child.dtype)
         if not dtypes:
             return None
-        return self.backend.result_type(*dtypes)
+        backend = self.backend
+        if backend is None:
+            # Only value-free members (an `Identity` with a dtype but no backend): their
+            # dtypes are NumPy's, as `dense_backend` materialises them with NumPy.
+            backend = _numpy_backend()
+            dtypes = [backend.canonical_dtype(d) for d in dtypes]
+        return backend.result_type(*dtypes)
 
     @cached_property
     def _plain_operand(self) -> tuple[Backend, DType, Device, int, int, bool] | None:
@@ -270,15 +279,29 @@ class LinearOperator(abc.ABC):
             return Y if Y is not None else _fns.rmatmat(X, A)
         return NotImplemented
 
+    # `A + B` and `A - B` take two operators. A zero number is the additive identity, so
+    # that `sum([A, B])` (which starts from 0) works; an array or another number is
+    # refused with the fix (`__array_ufunc__ = None` makes NumPy, and PyTorch and JAX do
+    # so anyway, hand `array + A` to `__radd__`).
     def __add__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
-            return NotImplemented
+            return _not_an_operator(self, other, "A + x", self)
         return _fns.add(self, other)
+
+    def __radd__(self, other: Any) -> Sum | LinearOperator:
+        if isinstance(other, LinearOperator):  # a subclass's override asked first
+            return _fns.add(other, self)
+        return _not_an_operator(self, other, "x + A", self)
 
     def __sub__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
-            return NotImplemented
+            return _not_an_operator(self, other, "A - x", self)
         return _fns.add(self, _fns.scale(-1, other))
+
+    def __rsub__(self, other: Any) -> Sum | LinearOperator:
+        if isinstance(other, LinearOperator):
+            return _fns.add(other, _fns.scale(-1, self))
+        return _not_an_operator(self, other, "x - A", -self)
 
     def __neg__(self) -> ScalarMul | LinearOperator:
         return _fns.scale(-1, self)
@@ -299,6 +322,25 @@ class LinearOperator(abc.ABC):
             return _not_a_scalar(c, "/")
         return _fns.scale(1 / c, self)
 
+    # -- pickling and copying -----------------------------------------------------
+    # Values cached on the instance (`backend`, `device`, `_plain_operand`, ...) are
+    # derived from the arrays and may hold what cannot be pickled (a JAX `Device`): they
+    # are dropped and recomputed on first use. A JAX device held as a static attribute
+    # (an `Identity`'s) travels as its platform and id.
+    def __getstate__(self) -> dict[str, Any]:
+        cls = type(self)
+        return {
+            name: _DeviceRef.of(value)
+            for name, value in self.__dict__.items()
+            if not isinstance(getattr(cls, name, None), cached_property)
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(
+                self, name, value.device() if isinstance(value, _DeviceRef) else value
+            )
+
     # Operators are compared by identity; `==` on arrays would be ambiguous.
     __eq__ = object.__eq__
     __hash__ = object.__hash__
@@ -308,6 +350,38 @@ class LinearOperator(abc.ABC):
         backend = self.backend.name if self.backend is not None else "any"
         m, n = self.shape
         return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
+
+
+class _DeviceRef:
+    """A JAX device in a pickle: its platform and id, looked up again when loaded."""
+
+    def __init__(self, platform: str, id: int):
+        self.platform, self.id = platform, id
+
+    @staticmethod
+    def of(value: Any) -> Any:
+        jax = sys.modules.get("jax")
+        if jax is not None and isinstance(value, jax.Device):
+            return _DeviceRef(value.platform, value.id)
+        return value
+
+    def device(self) -> Any:
+        import jax
+
+        for device in jax.devices(self.platform):
+            if device.id == self.id:
+                return device
+        raise ValueError(
+            f"cannot restore an operator pickled on JAX device {self.platform}:{self.id}, "
+            "which this process does not have; load it where that device exists, or "
+            "move it with op.to(device=...) before pickling"
+        )
+
+
+def _numpy_backend() -> Backend:
+    from structlin.backends import get_backend
+
+    return get_backend("numpy")
 
 
 # `(torch.Tensor.matmul, torch.compiler.is_dynamo_compiling)` for `__torch_function__`,
@@ -323,6 +397,29 @@ def _torch() -> tuple[Any, Callable[[], bool]]:
         dynamo_compiling = torch._dynamo.is_compiling
     _TORCH = (torch.Tensor.matmul, dynamo_compiling)
     return _TORCH
+
+
+def _not_an_operator(A: LinearOperator, x: Any, op: str, if_zero: LinearOperator) -> Any:
+    """`if_zero` where `x` is the number 0, else a TypeError that says what to write."""
+    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+        if x == 0:
+            return if_zero
+        fix = (
+            f"for A + c I write A + c * sl.Identity({A.shape[0]})"
+            if A.is_square
+            else f"the operator of shape {A.shape} has no identity to add a multiple of"
+        )
+        raise TypeError(
+            f"{op}: `+` and `-` combine two operators (or an operator and 0), got the number "
+            f"{x!r}, which would be ambiguous (c I, or c on every entry?); {fix}"
+        )
+    if is_array(x):
+        raise TypeError(
+            f"{op}: `+` and `-` combine two operators, got {type(x).__name__} of shape "
+            f"{tuple(x.shape)}; wrap the array as an operator, {op.replace('x', 'sl.Dense(x)')}, "
+            f"or for a dense result write {op.replace('A', 'A.to_dense()')}"
+        )
+    return NotImplemented  # let Python raise its TypeError
 
 
 def _not_a_scalar(c: Any, op: str) -> Any:

@@ -57,6 +57,8 @@ def block_shardings(tree: Any, mesh: jax.sharding.Mesh, axis: str = "blocks") ->
         axis: The mesh axis (or a tuple of mesh axes) that splits the blocks.
 
     Raises:
+        TypeError: `mesh` is not a `jax.sharding.Mesh`, or `axis` is not a string or
+            a tuple of strings.
         ValueError: `axis` is not an axis of `mesh`, or a block stack's block count
             does not split evenly over it (the message names the stack's shape and
             the mesh axis size).
@@ -64,7 +66,24 @@ def block_shardings(tree: Any, mesh: jax.sharding.Mesh, axis: str = "blocks") ->
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
+    meshes = tuple(
+        cls
+        for cls in (jax.sharding.Mesh, getattr(jax.sharding, "AbstractMesh", None))
+        if cls is not None
+    )
+    if not isinstance(mesh, meshes):
+        raise TypeError(
+            f"block_shardings: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__} "
+            f"{mesh!r}; build one with jax.make_mesh((ndevices,), ('blocks',))"
+        )
+    if isinstance(axis, list):
+        axis = tuple(axis)
     names = axis if isinstance(axis, tuple) else (axis,)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"block_shardings: axis must be a mesh axis name (a string) or a tuple of them, "
+            f"got {axis!r}; the mesh has axes {tuple(mesh.shape)}"
+        )
     missing = [n for n in names if n not in mesh.shape]
     if missing:
         raise ValueError(

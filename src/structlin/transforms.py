@@ -104,6 +104,13 @@ def dft(
     backend, dtype = _resolve(backend, dtype, complex_=True, what="dft")
     if not backend.is_complex(dtype):
         raise TypeError(f"dft: the DFT is complex, got dtype {dtype}; use complex64 or complex128")
+    # The blocks are computed in complex128 on the host, n (a + b) entries.
+    _checks.allocation(
+        16 * n * (a + b),
+        f"dft({n}): the blocks ({b}, {a}, {a}) and ({a}, {b}, {b})",
+        "for a transform this large use numpy.fft / torch.fft / jax.numpy.fft, which store no "
+        "matrix",
+    )
 
     fa = np.arange(a)
     fb = np.arange(b)
@@ -157,6 +164,11 @@ def hadamard(
     backend, dtype = _resolve(backend, dtype, complex_=False, what="hadamard")
     m = n.bit_length() - 1
     a, b = 2 ** (m // 2), 2 ** (m - m // 2)
+    _checks.allocation(
+        8 * n * (a + b),
+        f"hadamard({n}): the blocks ({a}, {b}, {b}) and ({b}, {a}, {a})",
+        "for a transform this large apply a fast Walsh-Hadamard transform, which stores no matrix",
+    )
     scale = 1 / math.sqrt(n) if normalized else 1.0
     blkdiag1 = np.broadcast_to(_sylvester(b), (a, b, b))
     blkdiag2 = np.broadcast_to(scale * _sylvester(a), (b, a, a))

@@ -304,8 +304,6 @@ def test_bad_input_errors():
         snn.Linear(16, 8, "butterfly")
     with pytest.raises(TypeError, match="takes no option rank"):
         snn.Linear(16, 8, "monarch", rank=2)
-    with pytest.raises(ValueError, match="nblocks=32 exceeds"):
-        snn.Linear(16, 8, "monarch", nblocks=32)
     with pytest.raises(ValueError, match=r"bias must have shape \(8,\)"):
         snn.Linear.from_operator(sl.Dense(np.ones((8, 16))), np.ones(7))
     with pytest.raises(TypeError, match="needs a structlin operator"):
@@ -512,3 +510,21 @@ def test_monarch_checkpoint_errors():
     transposed = snn.Linear.from_operator(sl.Monarch.random(16, 16, 4, rng=0).T)
     with pytest.raises(TypeError, match=r"needs the original layout"):
         transposed.to_monarch_state_dict()
+
+
+@pytest.mark.parametrize(("d_in", "d_out", "nblocks"), [(16, 8, 32), (3, 16, 4), (5, 7, 9)])
+def test_monarch_with_more_blocks_than_features(d_in, d_out, nblocks):
+    """As the original MonarchLinear: blocks of width 1, the input or output padded."""
+    torch.manual_seed(0)
+    layer = snn.Linear(d_in, d_out, "monarch", nblocks=nblocks).double()
+    first, second = sl.Monarch.layout(d_in, d_out, nblocks)
+    assert layer.operator.blkdiag1.shape == first
+    assert layer.operator.blkdiag2.shape == second
+    x = torch.randn(4, d_in, dtype=torch.float64)
+    dense = layer.operator.to_dense()
+    torch.testing.assert_close(layer(x), x @ dense.T + layer.bias, rtol=1e-12, atol=1e-12)
+    linear = torch.nn.Linear(d_in, d_out, dtype=torch.float64)
+    projected = snn.Linear.from_linear(linear, "monarch", nblocks=nblocks)
+    W = projected.operator.to_dense()
+    P = sl.project(linear.weight.detach(), sl.Monarch, nblocks=nblocks).to_dense()
+    torch.testing.assert_close(W, P)

@@ -144,6 +144,41 @@ def test_matches_original_multiply_with_padding() -> None:
     np.testing.assert_allclose((M @ x.T).T, expected, rtol=1e-12, atol=1e-12)
 
 
+# More blocks than min(d_in, d_out), which the original MonarchLinear takes: blocks of
+# width 1, the input (or output) padded up to nblocks entries.
+MANY_BLOCKS = [
+    (3, 16, 4, ((4, 1, 1), (4, 4, 1))),
+    (16, 3, 8, ((8, 1, 2), (8, 1, 1))),
+    (5, 7, 9, ((9, 1, 1), (9, 1, 1))),
+    (16, 8, 32, ((32, 1, 1), (32, 1, 1))),
+    (1, 1, 3, ((3, 1, 1), (3, 1, 1))),
+]
+
+
+@pytest.mark.parametrize(("d_in", "d_out", "nblocks", "expected"), MANY_BLOCKS)
+def test_more_blocks_than_rows_or_columns(d_in, d_out, nblocks, expected) -> None:
+    assert sl.Monarch.layout(d_in, d_out, nblocks) == expected
+    M = sl.Monarch.random(d_in, d_out, nblocks, rng=1)
+    assert M.shape == (d_out, d_in)
+    (k, _, p), _ = expected
+    x = np.random.default_rng(0).standard_normal((5, d_in))
+    padded = np.concatenate([x, np.zeros((5, k * p - d_in))], axis=1)
+    want = original_monarch(padded, M.blkdiag1, M.blkdiag2)[:, :d_out]
+    np.testing.assert_allclose(x @ M.T, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose((M @ x.T).T, want, rtol=1e-12, atol=1e-12)
+    D = M.to_dense()
+    np.testing.assert_allclose(
+        D, original_monarch(np.eye(k * p)[:d_in], M.blkdiag1, M.blkdiag2)[:, :d_out].T, atol=1e-12
+    )
+    # The projection: exact on a Monarch of that layout, and optimal on any matrix.
+    P = sl.project(D, sl.Monarch, nblocks=nblocks)
+    assert (P.blkdiag1.shape, P.blkdiag2.shape) == expected
+    np.testing.assert_allclose(P.to_dense(), D, atol=1e-10)
+    W = np.random.default_rng(2).standard_normal((d_out, d_in))
+    err = np.linalg.norm(W - sl.project(W, sl.Monarch, nblocks=nblocks).to_dense())
+    np.testing.assert_allclose(err, optimal_error(W, expected), rtol=1e-9, atol=1e-12)
+
+
 def test_random_is_reproducible_and_scaled() -> None:
     a = sl.Monarch.random(256, 256, 16, rng=3)
     b = sl.Monarch.random(256, 256, 16, rng=3, backend="torch")
@@ -380,8 +415,8 @@ def test_constructor_errors() -> None:
         sl.GeneralizedMonarch([b, np.ones((4, 2, 2))], [None, None, None])
     with pytest.raises(TypeError, match="different dtypes"):
         sl.Monarch(b, b.astype(np.float32))
-    with pytest.raises(ValueError, match="exceeds min"):
-        sl.Monarch.layout(3, 16, 4)
+    with pytest.raises(ValueError, match="nblocks must be a positive integer"):
+        sl.Monarch.layout(3, 16, 0)
 
 
 def test_mixed_backends_rejected() -> None:
@@ -396,7 +431,7 @@ def test_projection_errors() -> None:
         sl.project(W, sl.Monarch)
     with pytest.raises(ValueError, match="do not fit W"):
         sl.project(W, sl.Monarch, blocks=((2, 4, 4), (2, 4, 4)))
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(TypeError, match="takes no option rank; its options: nblocks, blocks"):
         sl.project(W, sl.Monarch, nblocks=4, rank=2)
     with pytest.raises(TypeError, match="no projection onto Sum"):
         sl.project(W, sl.Sum)

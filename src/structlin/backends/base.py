@@ -27,6 +27,13 @@ class Backend(abc.ABC):
     def __repr__(self) -> str:
         return f"<{self.name} backend>"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # A backend is a singleton that operators compare by identity: a pickled or
+        # copied one is the registered instance of its name.
+        from structlin.backends import get_backend
+
+        return get_backend, (self.name,)
+
     # -- introspection -------------------------------------------------------
     @abc.abstractmethod
     def is_array(self, x: object) -> bool:
@@ -194,24 +201,81 @@ class Backend(abc.ABC):
     def kron(self, a: Array, b: Array) -> Array:
         """Kronecker product of two 2-D arrays."""
 
-    @abc.abstractmethod
+    # The factorisations (LU, SVD) run through LAPACK or its GPU counterparts. The four
+    # public methods below check and convert their input once, then call the library:
+    # - non-finite entries are refused with a ValueError where values can be read: LAPACK
+    #   returns garbage on them and its SVD may never return (an uninterruptible hang).
+    #   Traced values (inside `jax.jit`) cannot be read: there an SVD of non-finite input
+    #   returns NaN (its input is replaced by zeros first, so that it returns at all) and
+    #   LU-based routines return NaN/inf, as the libraries do;
+    # - half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
+    #   and the results are cast back to the input's dtype.
     def solve(self, a: Array, b: Array) -> Array:
         """`a^{-1} b` for a (batch of) square `a`; raises
         [`SingularOperatorError`][structlin.SingularOperatorError] where the
-        library reports a singular matrix."""
+        library reports a singular matrix, and ValueError for non-finite `a`."""
+        self.refuse_non_finite(a, "solve")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._solve(a, b)
+        out = self.result_type(a.dtype, b.dtype)
+        return self.astype(self._solve(self.astype(a, wide), self.astype(b, wide)), out)
 
-    @abc.abstractmethod
     def inv(self, a: Array) -> Array:
         """Inverse of a (batch of) square matrices; raises like `solve`."""
+        self.refuse_non_finite(a, "inv")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._inv(a)
+        return self.astype(self._inv(self.astype(a, wide)), a.dtype)
 
-    @abc.abstractmethod
     def slogdet(self, a: Array) -> tuple[Array, Array]:
-        """`(sign, log|det|)` of a (batch of) square matrices."""
+        """`(sign, log|det|)` of a (batch of) square matrices; ValueError for non-finite `a`."""
+        self.refuse_non_finite(a, "slogdet")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._slogdet(a)
+        sign, logabsdet = self._slogdet(self.astype(a, wide))
+        return self.astype(sign, a.dtype), self.astype(logabsdet, a.dtype)
 
-    @abc.abstractmethod
     def svd(self, a: Array) -> tuple[Array, Array, Array]:
         """Thin SVD `a = U diag(S) Vh` of a (batch of) matrices, `S` descending.
 
         For `a` of shape `(..., m, n)` and `k = min(m, n)`: `U` is `(..., m, k)`,
-        `S` is `(..., k)` (real) and `Vh` is `(..., k, n)`.
+        `S` is `(..., k)` (real) and `Vh` is `(..., k, n)`. ValueError for non-finite `a`.
         """
+        self.refuse_non_finite(a, "svd")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._svd(a)
+        u, s, vh = self._svd(self.astype(a, wide))
+        real = a.dtype if not self.is_complex(a.dtype) else s.dtype
+        return self.astype(u, a.dtype), self.astype(s, real), self.astype(vh, a.dtype)
+
+    def factor_dtype(self, dtype: DType) -> DType:
+        """The dtype LAPACK factorises `dtype` in: float32 (complex64) for half precision."""
+        name = str(dtype).removeprefix("torch.")
+        if name in ("float16", "bfloat16"):
+            return self.canonical_dtype("float32")
+        if name == "complex32":
+            return self.canonical_dtype("complex64")
+        return dtype
+
+    def refuse_non_finite(self, a: Array, what: str) -> None:
+        """ValueError if `a` has inf or nan entries (nothing for traced values)."""
+        from structlin._checks import finite
+
+        finite(a, f"{what}: the matrix to factorise (shape {tuple(a.shape)})")
+
+    @abc.abstractmethod
+    def _solve(self, a: Array, b: Array) -> Array:
+        """`solve` in the library, for finite input of a dtype LAPACK takes."""
+
+    @abc.abstractmethod
+    def _inv(self, a: Array) -> Array: ...
+
+    @abc.abstractmethod
+    def _slogdet(self, a: Array) -> tuple[Array, Array]: ...
+
+    @abc.abstractmethod
+    def _svd(self, a: Array) -> tuple[Array, Array, Array]: ...

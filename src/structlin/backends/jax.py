@@ -178,21 +178,32 @@ class JaxBackend(Backend):
 
     # XLA's factorisations take no matrix split across devices (under Explicit mesh
     # axes JAX refuses one), so a sharded matrix is gathered whole first.
-    def solve(self, a: Array, b: Array) -> Array:
+    def _solve(self, a: Array, b: Array) -> Array:
         a, b = _whole_matrices(a), _whole_matrices(b)
         return self._check_finite(jnp.linalg.solve(a, b), a, b)
 
-    def inv(self, a: Array) -> Array:
+    def _inv(self, a: Array) -> Array:
         a = _whole_matrices(a)
         return self._check_finite(jnp.linalg.inv(a), a)
 
-    def slogdet(self, a: Array) -> tuple[Array, Array]:
+    def _slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = jnp.linalg.slogdet(_whole_matrices(a))
         return sign, logabsdet
 
-    def svd(self, a: Array) -> tuple[Array, Array, Array]:
-        u, s, vh = jnp.linalg.svd(_whole_matrices(a), full_matrices=False)
-        return u, s, vh
+    def _svd(self, a: Array) -> tuple[Array, Array, Array]:
+        a = _whole_matrices(a)
+        if self.is_concrete(a):  # checked finite by `svd`
+            u, s, vh = jnp.linalg.svd(a, full_matrices=False)
+            return u, s, vh
+        # Traced: the values cannot be checked, and LAPACK's SVD may never return on a
+        # non-finite matrix; such a matrix is replaced by zeros and its results by NaN.
+        finite = jnp.all(jnp.isfinite(a), axis=(-2, -1), keepdims=True)
+        u, s, vh = jnp.linalg.svd(jnp.where(finite, a, 0), full_matrices=False)
+        return (
+            jnp.where(finite, u, jnp.nan),
+            jnp.where(finite[..., 0], s, jnp.nan),
+            jnp.where(finite, vh, jnp.nan),
+        )
 
 
 # -- explicit sharding ------------------------------------------------------------------

@@ -138,22 +138,22 @@ class NumpyBackend(Backend):
     def kron(self, a: Array, b: Array) -> Array:
         return np.kron(a, b)
 
-    def solve(self, a: Array, b: Array) -> Array:
+    def _solve(self, a: Array, b: Array) -> Array:
         try:
             return np.linalg.solve(a, b)
         except np.linalg.LinAlgError as e:
             raise SingularOperatorError(f"singular matrix of shape {a.shape}: {e}") from None
 
-    def inv(self, a: Array) -> Array:
+    def _inv(self, a: Array) -> Array:
         try:
             return np.linalg.inv(a)
         except np.linalg.LinAlgError as e:
             raise SingularOperatorError(f"singular matrix of shape {a.shape}: {e}") from None
 
-    def slogdet(self, a: Array) -> tuple[Array, Array]:
+    def _slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = np.linalg.slogdet(a)
         return sign, logabsdet
 
-    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+    def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         u, s, vh = np.linalg.svd(a, full_matrices=False)
         return u, s, vh

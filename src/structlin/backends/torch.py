@@ -20,6 +20,9 @@ class TorchBackend(Backend):
     def device(self, x: Array) -> Device:
         return x.device
 
+    def is_concrete(self, x: Array) -> bool:
+        return x.device.type != "meta"  # a meta tensor has a shape but no values
+
     def is_floating(self, dtype: DType) -> bool:
         return dtype.is_floating_point or dtype.is_complex
 
@@ -111,7 +114,9 @@ class TorchBackend(Backend):
         return torch.stack(xs, dim=axis)
 
     def conj(self, x: Array) -> Array:
-        return x.conj() if x.is_complex() else x
+        # Not the lazy `x.conj()`: its conjugate bit would reach results (`A.H.to_dense()`),
+        # and a tensor carrying it refuses `.numpy()`.
+        return torch.conj_physical(x) if x.is_complex() else x
 
     def abs(self, x: Array) -> Array:
         return x.abs()
@@ -156,22 +161,22 @@ class TorchBackend(Backend):
         (m1, n1), (m2, n2) = a.shape, b.shape
         return (a[:, None, :, None] * b[None, :, None, :]).reshape(m1 * m2, n1 * n2)
 
-    def solve(self, a: Array, b: Array) -> Array:
+    def _solve(self, a: Array, b: Array) -> Array:
         try:
             return torch.linalg.solve(a, b)
         except torch.linalg.LinAlgError as e:
             raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}: {e}") from None
 
-    def inv(self, a: Array) -> Array:
+    def _inv(self, a: Array) -> Array:
         try:
             return torch.linalg.inv(a)
         except torch.linalg.LinAlgError as e:
             raise SingularOperatorError(f"singular matrix of shape {tuple(a.shape)}: {e}") from None
 
-    def slogdet(self, a: Array) -> tuple[Array, Array]:
+    def _slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = torch.linalg.slogdet(a)
         return sign, logabsdet
 
-    def svd(self, a: Array) -> tuple[Array, Array, Array]:
+    def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
         return u, s, vh

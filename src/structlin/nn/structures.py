@@ -84,12 +84,7 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
     """`spec` checked against `structure` and completed with the defaults."""
     if structure not in _SPEC_KEYS:
         raise ValueError(f"unknown structure {structure!r}; choose one of {', '.join(STRUCTURES)}")
-    unknown = set(spec) - set(_SPEC_KEYS[structure])
-    if unknown:
-        allowed = ", ".join(_SPEC_KEYS[structure]) or "none"
-        raise TypeError(
-            f"structure {structure!r} takes no option {', '.join(sorted(unknown))}; its options: {allowed}"
-        )
+    _checks.keywords(f"structure {structure!r}", sorted(spec), _SPEC_KEYS[structure])
     d_in, d_out = _checks.size(d_in, "d_in"), _checks.size(d_out, "d_out")
     out = {name: v for name, v in spec.items() if v is not None}  # None: the default
     if structure == "lowrank":
@@ -220,7 +215,7 @@ def leaf_names(treedef: pytree.TreeDef | None) -> list[str]:
     lone array). The PyTorch and JAX layers name their parameters with it.
 
     Examples:
-        >>> from structlin import pytree
+        >>> from structlin import _checks, pytree
         >>> from structlin.nn.structures import leaf_names, template
         >>> leaf_names(pytree.tree_flatten(template("monarch", 16, 16))[1])
         ['blocks_0', 'blocks_1']

@@ -42,6 +42,12 @@ def normal(
         if dtype is None
         else _checks.float_dtype(dtype, backend, "random operator: dtype")
     )
+    # Drawn in float64 on the host (twice for complex values).
+    _checks.allocation(
+        8 * math.prod(shape) * (2 if backend.is_complex(dtype) else 1),
+        f"random values of shape {_checks.shape_str(shape)}",
+        "choose smaller sizes (or more blocks)",
+    )
     values: Any = std * generator.standard_normal(shape)
     if backend.is_complex(dtype):
         values = (values + 1j * std * generator.standard_normal(shape)) / math.sqrt(2)

@@ -125,7 +125,7 @@ def slogdet(A: Identity):
 @dispatch
 def diag(A: Identity):
     backend, dtype, device = dense_backend(A)
-    return backend.diagonal(backend.eye(A.n, dtype, device))
+    return backend.zeros((A.n,), dtype, device) + 1  # not the diagonal of an n x n eye
 
 
 @dispatch
@@ -167,7 +167,10 @@ def _absorbed(identity: Identity, other: LinearOperator) -> bool:
         return True
     if other.dtype is None:
         return False
-    return dense_backend(other)[0].result_type(identity.dtype, other.dtype) == other.dtype
+    backend = dense_backend(other)[0]
+    # Value-free operators may carry another library's dtype (or a name).
+    ours, theirs = backend.canonical_dtype(identity.dtype), backend.canonical_dtype(other.dtype)
+    return backend.result_type(ours, theirs) == theirs
 
 
 def _product(*ops: Any) -> LinearOperator:

@@ -492,16 +492,13 @@ class Monarch(GeneralizedMonarch):
 
         As in the original `MonarchLinear`: `p = ceil(d_in / nblocks)`,
         `s = ceil(d_out / nblocks)`, `k = l = nblocks`, and the middle size
-        `q = r = min(p, s)` so that the smaller side sets the rank.
+        `q = r = min(p, s)` so that the smaller side sets the rank. Any positive
+        `nblocks` is taken, as there: more blocks than `min(d_in, d_out)` give blocks of
+        width 1 and pad the input (or output) up to `nblocks` entries.
         """
         d_in = _checks.size(d_in, "Monarch.layout: d_in")
         d_out = _checks.size(d_out, "Monarch.layout: d_out")
         nblocks = _checks.size(nblocks, "Monarch.layout: nblocks")
-        if nblocks > min(d_in, d_out):
-            raise ValueError(
-                f"Monarch.layout: nblocks={nblocks} exceeds min(d_in, d_out) = {min(d_in, d_out)}; "
-                "use at most that many blocks"
-            )
         p = -(-d_in // nblocks)
         s = -(-d_out // nblocks)
         mid = p if nblocks * p < nblocks * s else s
@@ -529,14 +526,14 @@ class Monarch(GeneralizedMonarch):
         Args:
             d_in: Input size (columns).
             d_out: Output size (rows).
-            nblocks: Blocks per factor, at most `min(d_in, d_out)`.
+            nblocks: Blocks per factor (any positive number; see `layout`).
             rng: NumPy generator or seed; a seed gives the same blocks on every backend.
             dtype: The blocks' dtype (the backend's default float if `None`).
             backend: `"numpy"`, `"torch"`, `"jax"` or a [`Backend`][structlin.backends.Backend].
             device: Where to put the blocks.
 
         Raises:
-            ValueError: non-positive sizes or more blocks than `min(d_in, d_out)`.
+            ValueError: non-positive sizes.
         """
         (k, q, p), (l, s, r) = cls.layout(d_in, d_out, nblocks)
         if isinstance(backend, str):

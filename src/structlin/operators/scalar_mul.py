@@ -58,9 +58,15 @@ class ScalarMul(LinearOperator):
         if is_array(scalar):
             scalar, _ = _checks.float_array(scalar, "ScalarMul scalar")
             _checks.same_backend((scalar, op), "ScalarMul")
-            backend = backend_of(scalar)
-            (op,) = bind((op,), backend, scalar.dtype, backend.device(scalar))
         self._set(scalar=scalar, op=op)
+        # The rules hand `A`'s operands to `op` as they are, so `op` takes `A`'s dtype (a
+        # copy, once): PyTorch multiplies no real matrix by a complex one, which `1j * A`
+        # and a complex 0-d scalar would otherwise ask of it.
+        backend = backend_of(scalar) if is_array(scalar) else op.backend
+        if backend is not None and (is_array(scalar) or op.dtype != self.dtype):
+            device = backend.device(scalar) if is_array(scalar) else op.device
+            (op,) = bind((op,), backend, self.dtype, device)
+            self._set(op=op)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,13 +75,18 @@ class ScalarMul(LinearOperator):
     @cached_property
     def dtype(self) -> DType:
         c, dtype = self.scalar, self.op.dtype
+        if dtype is None:
+            return c.dtype if is_array(c) else None
+        # An Identity may carry a dtype but no backend: its dtypes are NumPy's.
+        backend = backend_of(c) if is_array(c) else self.op.backend
+        if backend is None:
+            backend = get_backend("numpy")
+        dtype = backend.canonical_dtype(dtype)
         if is_array(c):
-            return backend_of(c).result_type(c.dtype, dtype) if dtype is not None else c.dtype
-        if isinstance(c, complex) and dtype is not None:
-            # An Identity may carry a dtype but no backend: its dtypes are NumPy's.
-            backend = self.backend if self.backend is not None else get_backend("numpy")
-            if not backend.is_complex(dtype):
-                return backend.result_type(dtype, backend.asarray(1j).dtype)
+            return backend.result_type(c.dtype, dtype)
+        if isinstance(c, complex) and not backend.is_complex(dtype):
+            # The complex type of the operator's precision, as `1j * x` gives for an array x.
+            return backend.result_type(dtype, backend.canonical_dtype("complex64"))
         return dtype
 
 

@@ -8,7 +8,9 @@ wrapped operator (`O(mn)` memory, `O(mn)` time per column).
 from __future__ import annotations
 
 from structlin._dispatch import dispatch
+from structlin.backends import backend_of
 from structlin.operator import LinearOperator
+from structlin.operators._convert import to
 from structlin.rules import dense_backend
 
 
@@ -80,7 +82,7 @@ def transpose(A: LinearOperator):
 @dispatch
 def adjoint(A: LinearOperator):
     """Fallback: `transpose(A)` for real `A`, else a lazy [`Adjoint`][structlin.Adjoint]."""
-    if A.dtype is None or not A.backend.is_complex(A.dtype):
+    if A.dtype is None or not dense_backend(A)[0].is_complex(A.dtype):
         return transpose(A)
     return Adjoint(A)
 
@@ -96,14 +98,22 @@ def to_dense(A: Adjoint):
     return backend.conj(backend.swap_last(to_dense(A.op)))
 
 
+def _dense_like(A: LinearOperator, X: object):
+    """`to_dense(A)` in `X`'s library, dtype and device where `A` is value-free (no backend)."""
+    if A.backend is not None:
+        return to_dense(A)
+    backend = backend_of(X)
+    return to_dense(to(A, X.dtype, backend.device(X), backend))
+
+
 @dispatch
 def matmat(A: Transpose | Adjoint, X: object):
-    return dense_backend(A)[0].matmul(to_dense(A), X)
+    return backend_of(X).matmul(_dense_like(A, X), X)
 
 
 @dispatch
 def rmatmat(X: object, A: Transpose | Adjoint):
-    return dense_backend(A)[0].matmul(X, to_dense(A))
+    return backend_of(X).matmul(X, _dense_like(A, X))
 
 
 @dispatch
