@@ -12,17 +12,11 @@ Three parts:
 
 - `test_operand`: hypothesis draws an operator, a call and an operand of one *class*
   of input (one test per backend and class, so a class can be marked as known to
-  fail on its own);
+  fail, and be run, on its own);
 - `test_probe`: one named probe per item of the issue that is not an operand (sizes,
   keywords, dtypes of operators, pickling, layers, ...);
-- `test_risky`: factorisations of non-finite input, which can spin inside LAPACK where
+- `test_isolated`: factorisations of non-finite input, which can spin inside LAPACK where
   no signal reaches them, run in a child process under a timeout.
-
-`KNOWN` lists the probes that fail on `main` because of items fixed on other
-branches of issue 18 (or found here and not yet owned); they are marked
-`xfail(strict=False)` until those branches merge. Delete an entry once its fix is in:
-the probe must then pass. `STRUCTLIN_NO_XFAIL=1` runs every probe unmarked, to see
-which known failures are still failures.
 
 The draws are derandomised (no example database), so CI sees the same cases on
 every run; `STRUCTLIN_EXAMPLES` scales the number of draws for a deeper local sweep.
@@ -55,16 +49,6 @@ HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_JAX = importlib.util.find_spec("jax") is not None
 BACKENDS = ["numpy"] + (["torch"] if HAS_TORCH else []) + (["jax"] if HAS_JAX else [])
 ALLOWED = (ValueError, TypeError, sl.SingularOperatorError)
-
-# -- probes known to fail on main, fixed on other branches of issue 18 ------------------------
-B2 = "issue 18: {}, fixed on branch issue18-algos"
-KNOWN: dict[str, str] = {}  # and more below, next to the probes
-
-
-def known(name: str) -> list[Any]:
-    """The xfail mark for a known failure (none with `STRUCTLIN_NO_XFAIL=1`, to list them)."""
-    reason = None if os.environ.get("STRUCTLIN_NO_XFAIL") else KNOWN.get(name)
-    return [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
 
 
 def scale(n: int) -> int:
@@ -553,7 +537,7 @@ def check_operand(case: Case, call: str, x: np.ndarray, klass: str, layout: str,
 
 
 OPERAND_PARAMS = [
-    pytest.param(b, k, id=f"{b}-{k}", marks=known(f"operand:{b}-{k}"))
+    pytest.param(b, k, id=f"{b}-{k}")
     for k in CLASSES
     for b in BACKENDS
     if b in ONLY.get(k, BACKENDS)
@@ -637,9 +621,7 @@ def _op_calls_test(backend: str) -> Callable[..., None]:
     return run
 
 
-@pytest.mark.parametrize(
-    "backend", [pytest.param(b, marks=known(f"op_calls:{b}")) for b in BACKENDS]
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_operator_calls(backend: str) -> None:
     _op_calls_test(backend)()
 
@@ -648,13 +630,9 @@ def test_operator_calls(backend: str) -> None:
 PROBES: dict[str, Callable[[], None]] = {}
 
 
-def probe(
-    name: str, reason: str | None = None
-) -> Callable[[Callable[[], None]], Callable[[], None]]:
+def probe(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
     def register(fn: Callable[[], None]) -> Callable[[], None]:
         PROBES[name] = fn
-        if reason:
-            KNOWN[name] = reason
         return fn
 
     return register
@@ -688,16 +666,14 @@ def _() -> None:
     expect_error(lambda: sl.Identity(2.5), ("2.5", "integer"), "Identity(2.5)")
 
 
-@probe(
-    "size: nblocks > min(d_in, d_out) in Monarch.layout", B2.format("nblocks > min(d_in, d_out)")
-)
+@probe("size: nblocks > min(d_in, d_out) in Monarch.layout")
 def _() -> None:
     W = np.random.default_rng(0).standard_normal((4, 8))
     M = sl.project(W, sl.Monarch, nblocks=8)
     assert sl.to_dense(M).shape == (4, 8)
 
 
-@probe("size: nblocks > min(d_in, d_out) in snn.Linear", B2.format("nblocks > min(d_in, d_out)"))
+@probe("size: nblocks > min(d_in, d_out) in snn.Linear")
 def _() -> None:
     _torch()
     import structlin.nn as snn
@@ -751,7 +727,7 @@ def _() -> None:
         assert isinstance(op.dtype, np.dtype), f"{type(op).__name__}.dtype is {op.dtype!r}"
 
 
-@probe("dtype: float16 slogdet/inv upcast or refuse", B2.format("float16 in inv/slogdet/project"))
+@probe("dtype: float16 slogdet/inv upcast or refuse")
 def _() -> None:
     W = _wc(np.random.default_rng(1), 4, 4)
     for backend in BACKENDS:
@@ -768,7 +744,7 @@ def _() -> None:
                 assert_close(result[1], np.asarray(np.linalg.slogdet(W)[1]), 3e-2, what)
 
 
-@probe("dtype: float16 project upcast or refuse", B2.format("float16 in inv/slogdet/project"))
+@probe("dtype: float16 project upcast or refuse")
 def _() -> None:
     W = np.random.default_rng(2).standard_normal((4, 4))
     for backend in BACKENDS:
@@ -781,7 +757,7 @@ def _() -> None:
             )
 
 
-@probe("dtype: torch complex solve", B2.format("torch complex solve"))
+@probe("dtype: torch complex solve")
 def _() -> None:
     torch = _torch()
     W = _wc(np.random.default_rng(3), 3, 3)
@@ -865,7 +841,7 @@ def _() -> None:
     assert d[0] == 1.0, "diag returned the operator's own array"
 
 
-@probe("kind: Kron of Identities to_dense", B2.format("Kron-of-Identity to_dense"))
+@probe("kind: Kron of Identities to_dense")
 def _() -> None:
     K = sl.Kron(sl.Identity(2, dtype=np.float64), sl.Identity(2, dtype=np.float64))
     assert_close(sl.to_dense(K), np.eye(4), 0, "Kron(I, I)")
@@ -880,7 +856,7 @@ def _() -> None:
     assert isinstance(moved.device, torch.device), repr(moved.device)
 
 
-@probe("kind: np.eye(2) + op", B2.format("np.eye(2) + op"))
+@probe("kind: np.eye(2) + op")
 def _() -> None:
     A = sl.Diagonal(np.array([1.0, 2.0]))
     r, answered = answer_or_error(lambda: np.eye(2) + A, ("Dense", "operator"), "eye + op")
@@ -893,7 +869,7 @@ def _() -> None:
         )
 
 
-@probe("kind: sum([op1, op2])", B2.format("sum([op1, op2])"))
+@probe("kind: sum([op1, op2])")
 def _() -> None:
     A, B = sl.Dense(np.eye(2)), sl.Diagonal(np.array([1.0, 2.0]))
     assert_close(sl.to_dense(sum([A, B])), np.eye(2) + np.diag([1.0, 2.0]), 1e-12, "sum")
@@ -915,28 +891,25 @@ def _round_trips(backend: str) -> None:
 
 
 for _backend in BACKENDS:
-    probe(
-        f"kind: pickle and deepcopy round trips ({_backend})",
-        B2.format("JAX pickling") if _backend == "jax" else None,
-    )(lambda b=_backend: _round_trips(b))
+    probe(f"kind: pickle and deepcopy round trips ({_backend})")(lambda b=_backend: _round_trips(b))
 
 
 # non-finite values
-@probe("nonfinite: logdet of a negative determinant", B2.format("logdet of negative det"))
+@probe("nonfinite: logdet of a negative determinant")
 def _() -> None:
     A = sl.Dense(np.diag([-1.0, 2.0]))
     expect_error(lambda: sl.logdet(A), ("slogdet",), "logdet(det < 0)")
 
 
 # keywords
-@probe("keyword: typo in project", B2.format("typo keywords in project"))
+@probe("keyword: typo in project")
 def _() -> None:
     W = np.ones((4, 4))
     e = expect_error(lambda: sl.project(W, sl.Monarch, nblock=4), ("nblock",), "project typo")
     assert "nblocks" in str(e), f"the message does not list the valid keywords: {e}"
 
 
-@probe("keyword: block_shardings(op, None)", B2.format("block_shardings(op, None)"))
+@probe("keyword: block_shardings(op, None)")
 def _() -> None:
     pytest.importorskip("jax")
     import jax.numpy as jnp
@@ -1063,7 +1036,7 @@ def _() -> None:
             assert f(jnp.ones((2, 16), jnp.bfloat16)).shape == (2, 8)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=known(n)) for n in PROBES])
+@pytest.mark.parametrize("name", list(PROBES))
 def test_probe(name: str) -> None:
     PROBES[name]()
 
@@ -1212,16 +1185,9 @@ def isolated_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict
 
 
 ISOLATED_IDS = list(_isolated_cases())
-for _id in ISOLATED_IDS:
-    if _id.startswith("project:"):
-        KNOWN.setdefault(f"isolated:{_id}", B2.format("non-finite input to project"))
-    if _id.startswith("huge:"):
-        KNOWN.setdefault(f"isolated:{_id}", B2.format("huge sizes"))
 
 
-@pytest.mark.parametrize(
-    "case_id", [pytest.param(i, marks=known(f"isolated:{i}")) for i in ISOLATED_IDS]
-)
+@pytest.mark.parametrize("case_id", ISOLATED_IDS)
 def test_isolated(case_id: str, isolated_results: dict[str, dict[str, Any]]) -> None:
     out = isolated_results[case_id]
     assert out["outcome"] in ("raised", "returned"), f"{case_id}: {out}"
