@@ -89,3 +89,28 @@ def test_torch_cuda_operators_stay_on_the_gpu() -> None:
     torch.testing.assert_close(B.inv().to_dense(), torch.linalg.inv(B.to_dense()))
     cpu = K.to(device="cpu")
     assert cpu.device.type == "cpu"
+
+
+@pytest.mark.parametrize("structure", ["dense", "diagonal", "monarch"])
+def test_torch_compile_traces_factorisations_whole(structure: str) -> None:
+    # The checks that read values (non-finite matrices, zero diagonal entries) stand
+    # aside under torch.compile, as under jax.jit: a value read would break the graph.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    A = {
+        "dense": lambda: sl.Dense(torch.as_tensor(np.eye(8) + 0.1 * rng.standard_normal((8, 8)))),
+        "diagonal": lambda: sl.Diagonal(torch.as_tensor(rng.uniform(1, 2, 8))),
+        "monarch": lambda: sl.Monarch.random(8, 8, nblocks=2, rng=0, backend="torch").to(
+            dtype=torch.float64
+        ),
+    }[structure]()
+    x = torch.ones(8, dtype=torch.float64)
+
+    def f(v):
+        return sl.solve(A, v), sl.slogdet(A)[1], sl.matmat(A.inv(), v)
+
+    eager = f(x)
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)(x)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want)

@@ -10,6 +10,9 @@ import torch
 from structlin.backends.base import Array, Backend, Device, DType
 from structlin.errors import SingularOperatorError
 
+# torch.compiler.is_compiling is PyTorch >= 2.3; before it, values are read (a graph break).
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
 
 class TorchBackend(Backend):
     name = "torch"
@@ -21,7 +24,10 @@ class TorchBackend(Backend):
         return x.device
 
     def is_concrete(self, x: Array) -> bool:
-        return x.device.type != "meta"  # a meta tensor has a shape but no values
+        # A meta tensor has a shape but no values; under torch.compile reading a value
+        # (to refuse non-finite or singular input) would break the graph, so values are
+        # left unread there, as under jax.jit.
+        return x.device.type != "meta" and not _is_compiling()
 
     def is_floating(self, dtype: DType) -> bool:
         return dtype.is_floating_point or dtype.is_complex

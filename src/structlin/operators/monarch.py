@@ -371,7 +371,9 @@ def slogdet(A: GeneralizedMonarch):
     if not _square_unpadded(A):
         return dense_backend(A)[0].slogdet(rules.to_dense(A))
     backend = A.backend
-    sign = math.prod(_stride_sign(p) for p in A.perms)
+    sign = math.prod(
+        [_stride_sign(p) for p in A.perms]
+    )  # a list: dynamo traces no generator into prod
     logabsdet = 0
     for b in A.blocks:
         s, ld = backend.slogdet(b)
