@@ -286,7 +286,7 @@ def inv(A: LinearOperator) -> LinearOperator:
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
     nan entries is refused (ValueError) where its values can be read; inside
-    `jax.jit` they cannot, and the result has NaN entries instead.
+    `jax.jit` or `torch.compile` they cannot, and the result has NaN entries instead.
 
     Raises:
         ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
@@ -310,7 +310,7 @@ def solve(A: LinearOperator, B: Array) -> Array:
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
     nan entries is refused (ValueError) where its values can be read; inside
-    `jax.jit` they cannot, and the result has NaN entries instead.
+    `jax.jit` or `torch.compile` they cannot, and the result has NaN entries instead.
     Non-finite entries of `B` are not refused: they propagate as in any product.
 
     Raises:
@@ -398,7 +398,7 @@ def slogdet(A: LinearOperator) -> tuple[Array, Array]:
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
     nan entries is refused (ValueError) where its values can be read; inside
-    `jax.jit` they cannot, and the result has NaN entries instead.
+    `jax.jit` or `torch.compile` they cannot, and the result has NaN entries instead.
 
     Raises:
         ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
@@ -419,8 +419,8 @@ def logdet(A: LinearOperator) -> Array:
     Computed from [`slogdet`][structlin.slogdet]: `log|det A|` for a real operator,
     `log(sign) + log|det A|` (complex) for a complex one. A singular operator gives
     `-inf`. A real operator with a negative determinant has no real logarithm: that is
-    a ValueError where the sign can be read, and `nan` inside `jax.jit` (traced
-    values), as `torch.logdet` gives; use `slogdet` when the sign can be negative.
+    a ValueError where the sign can be read, and `nan` inside `jax.jit` or `torch.compile`
+    (traced values), as `torch.logdet` gives; use `slogdet` when the sign can be negative.
 
     Raises:
         ValueError: `A` is not square, or is real with a negative determinant.
@@ -538,7 +538,7 @@ def project(W: Array, structure: type[LinearOperator], **spec: Any) -> LinearOpe
     Half precision `W` (float16, bfloat16), which LAPACK lacks, is decomposed in float32
     and the factors returned in `W`'s dtype. A `W` with inf or nan entries is refused
     (on such input LAPACK's SVD returns garbage or never returns); inside `jax.jit`
-    the values cannot be checked, and the factors of such a `W` are NaN.
+    (or `torch.compile`) the values cannot be checked, and the factors of such a `W` are NaN.
 
     Raises:
         TypeError: `W` is not a floating-point array, `structure` is not an operator
