@@ -114,3 +114,19 @@ def test_torch_compile_traces_factorisations_whole(structure: str) -> None:
     compiled = torch.compile(f, fullgraph=True)(x)
     for got, want in zip(compiled, eager, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_torch_compile_results_do_not_alias() -> None:
+    # The aliasing policy holds inside a graph too, where storages cannot be read.
+    torch = pytest.importorskip("torch")
+    W = torch.randn(4, 4, requires_grad=True)
+
+    def f():
+        return sl.to_dense(sl.Dense(W)), sl.to_dense(sl.Dense(W).T), sl.diag(sl.Diagonal(W[0]))
+
+    eager = f()
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)()
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want)
+        assert got.untyped_storage().data_ptr() != W.untyped_storage().data_ptr()

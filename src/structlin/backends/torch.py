@@ -14,6 +14,10 @@ from structlin.errors import SingularOperatorError
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
+def _view_root(x: Array) -> Array:
+    return x._base if x._base is not None else x
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -70,6 +74,10 @@ class TorchBackend(Backend):
         return x.clone()
 
     def may_share_memory(self, a: Array, b: Array) -> bool:
+        if _is_compiling():
+            # Storages cannot be read while tracing (a graph break); inside a graph memory
+            # is shared through views, which know their base.
+            return _view_root(a) is _view_root(b)
         try:
             return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
         except (RuntimeError, NotImplementedError):  # no storage (sparse, some wrappers)
