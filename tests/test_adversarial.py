@@ -684,6 +684,44 @@ def _() -> None:
     assert layer(torch.ones(2, 8)).shape == (2, 4)
 
 
+@probe("size: non-integer sizes of dft and hadamard")
+def _() -> None:
+    expect_error(lambda: sl.dft(4.0), ("dft: n",), "dft(4.0)")
+    expect_error(lambda: sl.dft(4, factors=(2.0, 2)), ("factors",), "dft factors (2.0, 2)")
+    expect_error(lambda: sl.hadamard(4.0), ("hadamard: n",), "hadamard(4.0)")
+
+
+@probe("size: non-integer sizes of Monarch layouts and permutations")
+def _() -> None:
+    b = np.ones((2, 2, 2))
+    expect_error(
+        lambda: sl.Monarch.layout(16, 16, 4.0), ("nblocks",), "Monarch.layout(nblocks=4.0)"
+    )
+    expect_error(lambda: sl.StridePermutation(2.0, 2), ("rows",), "StridePermutation(2.0, 2)")
+    expect_error(
+        lambda: sl.GeneralizedMonarch((b, b), perms=((2.0, 2), None, None)),
+        ("perms",),
+        "GeneralizedMonarch perms (2.0, 2)",
+    )
+
+
+@probe("size: non-integer sizes in project specs")
+def _() -> None:
+    W = np.random.default_rng(0).standard_normal((4, 4))
+    for structure, spec, name in [
+        (sl.LowRank, {"rank": 2.0}, "rank"),
+        (sl.BlockDiag, {"nblocks": 2.0}, "nblocks"),
+        (sl.Kron, {"factor_shapes": ((2.0, 2), (2, 2))}, "factor_shapes"),
+        (sl.Monarch, {"blocks": ((2, 2, 2.0), (2, 2, 2))}, "blocks"),
+        (sl.TT, {"ms": (2.0, 2), "ns": (2, 2), "ranks": (2,)}, "ms"),
+    ]:
+        expect_error(
+            lambda s=structure, k=spec: sl.project(W, s, **k),
+            (name,),
+            f"project(W, {structure.__name__}, {spec})",
+        )
+
+
 # dtypes of operators
 @probe("dtype: Identity(int64)")
 def _() -> None:
@@ -694,6 +732,18 @@ def _() -> None:
 def _() -> None:
     expect_error(
         lambda: sl.Permutation(np.array([1, 0]), dtype=np.int64), ("int64", "dtype"), "Permutation"
+    )
+
+
+@probe("dtype: integer dtypes of hadamard and Permutation indices")
+def _() -> None:
+    # The error names the argument of the call made, not an operator built inside it.
+    expect_error(lambda: sl.hadamard(4, dtype=np.int64), ("hadamard: dtype",), "hadamard(int64)")
+    expect_error(
+        lambda: sl.Permutation(np.array([1.0, 0.0])), ("integer dtype",), "Permutation(float)"
+    )
+    expect_error(
+        lambda: sl.Monarch.random(16, 16, 4, dtype=np.int64), ("random",), "Monarch.random(int64)"
     )
 
 
@@ -875,6 +925,32 @@ def _() -> None:
     assert_close(sl.to_dense(sum([A, B])), np.eye(2) + np.diag([1.0, 2.0]), 1e-12, "sum")
 
 
+@probe("kind: backend_of(masked array)")
+def _() -> None:
+    a = np.ma.masked_array(np.eye(2), mask=[[False, True], [False, False]])
+    expect_error(lambda: sl.backends.backend_of(a), ("mask",), "backend_of(masked)")
+
+
+@probe("kind: op + number")
+def _() -> None:
+    A = sl.Diagonal(np.array([1.0, 2.0]))
+    for what, f in [
+        ("A + 1.0", lambda: A + 1.0),
+        ("1.0 + A", lambda: 1.0 + A),
+        ("A - 2", lambda: A - 2),
+        ("2 - A", lambda: 2 - A),
+    ]:
+        expect_error(f, ("Identity",), what)
+
+
+@probe("kind: devices of value-free and NumPy operators")
+def _() -> None:
+    expect_error(lambda: sl.Identity(3, device="cpu"), ("backend",), "Identity(device, no backend)")
+    expect_error(lambda: sl.Identity(3, backend=5), ("backend",), "Identity(backend=5)")
+    A = sl.Dense(np.eye(2))
+    expect_error(lambda: A.to(device="cuda"), ("CPU",), "NumPy op.to(device='cuda')")
+
+
 def _round_trips(backend: str) -> None:
     if backend != "numpy":
         pytest.importorskip(backend)
@@ -917,6 +993,29 @@ def _() -> None:
     op = sl.BlockDiag(jnp.ones((2, 2, 2)))
     expect_error(lambda: sl.block_shardings(op, None), ("mesh",), "block_shardings None")
     expect_error(lambda: sl.block_shardings(op, "data"), ("mesh",), "block_shardings str")
+
+
+@probe("keyword: project without a required option")
+def _() -> None:
+    W = np.ones((4, 4))
+    e = expect_error(lambda: sl.project(W, sl.LowRank), ("rank",), "project(W, LowRank)")
+    assert "rank=" in str(e), f"the message does not name the option to pass: {e}"
+
+
+@probe("keyword: block_shardings axis")
+def _() -> None:
+    pytest.importorskip("jax")
+    import jax
+    import jax.numpy as jnp
+
+    op = sl.BlockDiag(jnp.ones((2, 2, 2)))
+    mesh = jax.make_mesh((1,), ("blocks",))
+    for axis in (5, (), ("blocks", 3)):
+        expect_error(
+            lambda axis=axis: sl.block_shardings(op, mesh, axis=axis),
+            ("axis must be",),
+            f"block_shardings axis={axis!r}",
+        )
 
 
 @probe("keyword: project to a non-operator")
@@ -978,6 +1077,29 @@ def _() -> None:
     expect_error(lambda: layer(torch.tensor(1.0)), ("0-d",), "layer 0-d")
     expect_error(lambda: layer(torch.ones(2, 15)), ("in_features", "16"), "layer (2, 15)")
     expect_error(lambda: layer(np.ones((2, 16), np.float32)), ("Tensor",), "layer numpy")
+
+
+@probe("layer: constructor options, sizes and dtype")
+def _() -> None:
+    torch = _torch()
+    import structlin.nn as snn
+
+    e = expect_error(lambda: snn.Linear(16, 8, "monarch", nblock=4), ("nblock",), "typo")
+    assert "nblocks" in str(e), f"the message does not list the valid options: {e}"
+    # Sizes that fit otherwise (a product of factors that matches; no Monarch.layout,
+    # which checks d_in again), so that only the layer's own check can refuse them.
+    for what, f, names in [
+        ("d_in=16.0", lambda: snn.Linear(16.0, 8, "lowrank", rank=2), ("d_in",)),
+        ("nblocks=4.0", lambda: snn.Linear(16, 8, "monarch", nblocks=4.0), ("nblocks",)),
+        ("rank=2.5", lambda: snn.Linear(16, 8, "lowrank", rank=2.5), ("rank",)),
+        (
+            "kron factors",
+            lambda: snn.Linear(16, 8, "kron", factors=((2.0, 4), (4, 4))),
+            ("factors",),
+        ),
+        ("dtype=int64", lambda: snn.Linear(16, 8, "monarch", dtype=torch.int64), ("int64",)),
+    ]:
+        expect_error(f, names, f"snn.Linear({what})")
 
 
 @probe("layer: autocast keeps working")
@@ -1061,6 +1183,7 @@ HUGE = {
     "hadamard": "sl.to_dense(sl.hadamard(2**40))",
     "Identity": "sl.to_dense(sl.Identity(2**40))",
     "Kron": "sl.to_dense(sl.Kron(sl.Identity(2**20), sl.Identity(2**20)))",
+    "random": "sl.Monarch.random(2**20, 2**20, nblocks=2)",
 }
 
 
@@ -1076,6 +1199,8 @@ def _isolated_cases() -> dict[str, str]:
                 cases[f"{call.split('(')[0]}:{backend}:Dense:{value}"] = (
                     f"sl.to_dense(sl.{call})" if call.startswith("inv") else f"sl.{call}"
                 )
+            # The backend's SVD on its own: `project` checks W first, the backend again.
+            cases[f"svd:{backend}:Dense:{value}"] = "sl.backends.get_backend(backend).svd(W)"
     for name, code in HUGE.items():
         cases[f"huge:numpy:{name}"] = code
     return cases
@@ -1201,5 +1326,6 @@ def test_isolated(case_id: str, isolated_results: dict[str, dict[str, Any]]) -> 
         sizes = ("1099511627776", "1048576", "2**40", "too large", "memory", "GiB", "TiB", "bytes")
         assert any(k in message for k in sizes), f"{case_id}: the size is not named: {out}"
         assert out["seconds"] < 5, f"{case_id}: took {out['seconds']:.1f} s to refuse"
-    elif out["outcome"] == "raised":  # solve, slogdet, inv: NaN results, or a clear error
-        assert "finite" in message or "singular" in message.lower(), out
+    else:  # solve, slogdet, inv, svd: values that can be read are checked before LAPACK
+        assert out["outcome"] == "raised", f"{case_id}: {out}"
+        assert "finite" in message, f"{case_id}: the message does not name it: {out}"
