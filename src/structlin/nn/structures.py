@@ -118,7 +118,7 @@ def _spec(structure: str, d_in: int, d_out: int, spec: dict[str, Any]) -> dict[s
     elif structure in ("tt", "btt"):
         out.setdefault("rank", 16 if structure == "tt" else 1)
         out.setdefault("ncores", 2)
-    for name in ("rank", "nblocks", "ncores"):
+    for name in ("rank", "ncores"):  # nblocks is checked above, where it is used
         if out.get(name) is not None:
             out[name] = _checks.size(out[name], f"{structure}: {name}")
     return out
