@@ -100,8 +100,10 @@ def test_dft_sizes_are_sub_quadratic_for_every_length():
         assert 2 * seq_len <= n <= 2 * seq_len + 16, seq_len
         assert 4 * a + 16 * b <= 24 * math.sqrt(n), seq_len
     assert _monarch_conv.conv_size(4096) == (8192, 128, 64)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         _monarch_conv.conv_size(0)
+    with pytest.raises(TypeError, match="must be an integer"):
+        _monarch_conv.conv_size(8.0)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -309,6 +311,8 @@ def test_bad_inputs_and_arguments():
         snn.MonarchMixer(16, 32, structure="btt")
     with pytest.raises(ValueError, match="max_len must be a positive integer"):
         snn.MonarchMixer(16, 0)
+    with pytest.raises(TypeError, match=r"d_model must be an integer, got float 16\.0"):
+        snn.MonarchMixer(16.0, 32)
     with pytest.raises(ValueError, match="divisible by 3"):
         snn.MonarchMixer(16, 32, structure="blockdiag", nblocks=3)
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from structlin import _checks
 from structlin.transforms import dft
 
 __all__ = ["ConvPlan", "conv", "conv_size", "kernel_spectrum", "plan"]
@@ -103,9 +104,7 @@ def conv_size(seq_len: int) -> tuple[int, int, int]:
         >>> conv_size(256), conv_size(8192), conv_size(1009)
         ((512, 32, 16), (16384, 256, 64), (2020, 101, 20))
     """
-    if isinstance(seq_len, bool) or int(seq_len) != seq_len or seq_len < 1:
-        raise ValueError(f"the sequence length must be a positive integer, got {seq_len!r}")
-    n = 2 * int(seq_len)
+    n = 2 * _checks.size(seq_len, "the sequence length")
     while True:
         a, b = _split(n)
         if 4 * a + 16 * b <= 24 * math.sqrt(n):

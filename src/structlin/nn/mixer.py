@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from structlin import _checks
 from structlin.nn import _monarch_conv
 from structlin.nn.linear import Linear, _check_input
 
@@ -129,13 +130,9 @@ class MonarchMixer(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        for name, value in (
-            ("d_model", d_model),
-            ("max_len", max_len),
-            ("short_kernel", short_kernel),
-        ):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"MonarchMixer: {name} must be a positive integer, got {value!r}")
+        d_model = _checks.size(d_model, "MonarchMixer: d_model")
+        max_len = _checks.size(max_len, "MonarchMixer: max_len")
+        short_kernel = _checks.size(short_kernel, "MonarchMixer: short_kernel")
         if structure not in _STRUCTURES:
             raise ValueError(
                 f"MonarchMixer: structure must be one of {', '.join(map(repr, _STRUCTURES))}, "
@@ -144,7 +141,7 @@ class MonarchMixer(nn.Module):
         hidden = round(mlp_ratio * d_model)
         if hidden < 1:
             raise ValueError(f"MonarchMixer: mlp_ratio={mlp_ratio!r} gives no hidden units")
-        self.d_model, self.max_len, self.causal = int(d_model), int(max_len), bool(causal)
+        self.d_model, self.max_len, self.causal = d_model, max_len, bool(causal)
         self.structure, self.nblocks, self.zero_init_residual = (
             structure,
             nblocks,
