@@ -78,6 +78,16 @@ class Rule:
         """The registered methods (plum's `Function.methods`)."""
         return self.function.methods
 
+    @property
+    def signatures(self) -> list[tuple[tuple[Any, ...], Callable[..., Any]]]:
+        """`(types, implementation)` of each registered method, in either plum: plum's
+        methods hold a `Signature`, the methods of CoLA's fork are `Signature`s."""
+        registered = []
+        for method in self.function.methods:
+            signature = getattr(method, "signature", method)
+            registered.append((tuple(signature.types), method.implementation))
+        return registered
+
     def __repr__(self) -> str:
         return f"<structlin rule {self.__name__} with {len(self.function.methods)} methods>"
 

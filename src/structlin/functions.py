@@ -568,13 +568,13 @@ def _check_spec(structure: type[LinearOperator], spec: dict[str, Any]) -> None:
     """Refuse keywords that `structure`'s projection does not take, or lacks, naming the valid ones."""
     # The projection registered for the nearest class in `structure`'s MRO, as plum picks it.
     best, method = len(structure.__mro__), None
-    for m in rules.project.methods:
-        (target,) = typing.get_args(m.signature.types[1]) or (None,)
+    for types, implementation in rules.project.signatures:
+        (target,) = typing.get_args(types[1]) or (None,)
         if target in structure.__mro__ and structure.__mro__.index(target) < best:
-            best, method = structure.__mro__.index(target), m
+            best, method = structure.__mro__.index(target), implementation
     if method is None:
         return
-    params = list(inspect.signature(method.implementation).parameters.values())[2:]
+    params = list(inspect.signature(method).parameters.values())[2:]
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return  # the generic fallback, which says there is no projection
     what = f"project(W, {structure.__name__})"
