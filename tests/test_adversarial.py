@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import structlin as sl
+from conformance import to_backend, to_numpy
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -53,6 +54,21 @@ ALLOWED = (ValueError, TypeError, sl.SingularOperatorError)
 
 def scale(n: int) -> int:
     return max(1, round(n * float(os.environ.get("STRUCTLIN_EXAMPLES", "1"))))
+
+
+def drawn(max_examples: int) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """hypothesis settings of the drawn tests: derandomised, no example database, and no
+    shrinking (a failure reports its first counterexample as drawn; shrinking would cost
+    most of the module's time)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+        report_multiple_bugs=False,
+    )
 
 
 # -- operators ------------------------------------------------------------------------------
@@ -138,24 +154,6 @@ def backend_dtype(backend: str, name: str) -> Any:
 
         return jnp.dtype(name)
     return np.dtype(name)
-
-
-def to_backend(x: Any, backend: str, device: Any = None) -> Any:
-    if backend == "numpy":
-        return x
-    if backend == "torch":
-        import torch
-
-        return torch.as_tensor(np.array(x), device=device)
-    import jax.numpy as jnp
-
-    return jnp.asarray(x)
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().resolve_conj().numpy()
-    return np.asarray(x)
 
 
 def build(name: str, backend: str, dtype: str, seed: int) -> Case:
@@ -371,17 +369,7 @@ def _check_result(case: Case, call: str, x_np: np.ndarray, fn: Callable[[], Any]
 
 
 def _operand_test(backend: str, klass: str) -> Callable[..., None]:
-    @settings(
-        max_examples=scale(6 if backend == "jax" else 12),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        # A failing class reports its first counterexample as drawn: shrinking a known
-        # failure (xfail) would cost most of the module's time.
-        phases=[Phase.explicit, Phase.generate],
-        report_multiple_bugs=False,
-    )
+    @drawn(max_examples=scale(6 if backend == "jax" else 12))
     @given(data=operand_cases(backend, klass), extra=st.data())
     def run(data: Any, extra: Any) -> None:
         case, call, x, _, layout = data
@@ -411,8 +399,6 @@ def check_operand(case: Case, call: str, x: np.ndarray, klass: str, layout: str,
         target = extra.draw(st.sampled_from(["float32", "complex128"]))
         xt = (x + (1j * x[::-1] if target == "complex128" else 0)).astype(target)
         tol = rtol("float32") if target == "float32" else tol
-        if backend == "torch" and target == "complex128" and call in ("sl.solve", "inv(A) @ x"):
-            pass  # see the probe "torch complex solve"
         return _check_result(case, call, xt, lambda: _apply(call, A, to_backend(xt, backend)), tol)
     if klass == "shape":
         bad = extra.draw(st.sampled_from(["short", "long", "3d", "0d"]))
@@ -551,17 +537,7 @@ def test_operand(backend: str, klass: str) -> None:
 
 # -- operator-level calls (no operand) --------------------------------------------------------
 def _op_calls_test(backend: str) -> Callable[..., None]:
-    @settings(
-        max_examples=scale(8 if backend == "jax" else 20),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        # A failing class reports its first counterexample as drawn: shrinking a known
-        # failure (xfail) would cost most of the module's time.
-        phases=[Phase.explicit, Phase.generate],
-        report_multiple_bugs=False,
-    )
+    @drawn(max_examples=scale(8 if backend == "jax" else 20))
     @given(
         name=st.sampled_from(STRUCTURES),
         dtype=st.sampled_from(OP_DTYPES),

@@ -80,8 +80,10 @@ class TorchBackend(Backend):
             return _view_root(a) is _view_root(b)
         try:
             return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
-        except (RuntimeError, NotImplementedError):  # no storage (sparse, some wrappers)
-            return False
+        except (RuntimeError, NotImplementedError):
+            # No storage to compare (sparse tensors, some wrappers): "may" share, so the
+            # caller copies rather than risk handing out an alias.
+            return True
 
     def canonical_device(self, device: Device) -> Device:
         if device is not None:
