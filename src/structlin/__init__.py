@@ -12,6 +12,12 @@ y = K.inv() @ x  # Kron of the factor inverses; no 256 x 256 matrix is formed
 
 from structlin import backends, mup, pytree, rules
 from structlin.errors import SingularOperatorError
+from structlin.expressions.dense import Dense
+from structlin.expressions.inverse import Inverse
+from structlin.expressions.product import Product
+from structlin.expressions.scalar_mul import ScalarMul
+from structlin.expressions.sum import Sum
+from structlin.expressions.transpose import Adjoint, Transpose
 from structlin.functions import (
     adjoint,
     diag,
@@ -31,18 +37,12 @@ from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
 from structlin.operators.btt import BTT
-from structlin.operators.dense import Dense
 from structlin.operators.diagonal import Diagonal
 from structlin.operators.identity import Identity
-from structlin.operators.inverse import Inverse
 from structlin.operators.kron import Kron
 from structlin.operators.low_rank import LowRank
 from structlin.operators.monarch import GeneralizedMonarch, Monarch
 from structlin.operators.permutation import Permutation, StridePermutation
-from structlin.operators.product import Product
-from structlin.operators.scalar_mul import ScalarMul
-from structlin.operators.sum import Sum
-from structlin.operators.transpose import Adjoint, Transpose
 from structlin.operators.tt import TT
 from structlin.sharding import block_shardings
 from structlin.transforms import dft, hadamard

@@ -115,6 +115,23 @@ class Dispatcher:
             each.clear_cache()
         return rule
 
+    def declare(self, f: Callable[..., Any]) -> Rule:
+        """The rule named `f.__name__`, with `f`'s docstring and no method yet.
+
+        For a rule whose methods all live elsewhere (the lazy expression that is its
+        generic fallback, and the structures' own methods): declaring it in
+        `structlin.rules` gives it its public name and documentation without
+        importing the modules above that hold the methods.
+        """
+        # Both plums keep a dispatcher's functions by name; a later `@dispatch` of the same
+        # name adds its method to this function.
+        function = self._plum.functions.setdefault(f.__name__, plum.Function(f))
+        rule = self._rules.get(f.__name__)
+        if rule is None:
+            cls = self.rule_classes.get(f.__name__, Rule)
+            rule = self._rules[f.__name__] = cls(function)
+        return rule
+
 
 class _DenseRule(Rule):
     """`to_dense`, which refuses a dense matrix larger than the memory it would live in

@@ -14,6 +14,7 @@ import typing
 from typing import Any
 
 from structlin import _checks, rules
+from structlin._convert import unify
 from structlin.backends import (
     _BY_TYPE,
     Array,
@@ -24,9 +25,8 @@ from structlin.backends import (
     get_backend,
     is_array,
 )
+from structlin.expressions import is_scalar
 from structlin.operator import LinearOperator
-from structlin.operators._convert import unify
-from structlin.operators.scalar_mul import is_scalar
 
 __all__ = [
     "adjoint",

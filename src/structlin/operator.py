@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 
 if TYPE_CHECKING:
-    from structlin.operators.scalar_mul import ScalarMul
-    from structlin.operators.sum import Sum
+    from structlin.expressions.scalar_mul import ScalarMul
+    from structlin.expressions.sum import Sum
 
 
 _T = TypeVar("_T")
@@ -217,7 +217,7 @@ class LinearOperator(abc.ABC):
     # -- conversions -------------------------------------------------------------
     def to_dense(self) -> Array:
         """The `(m, n)` array this operator represents (see [`to_dense`][structlin.to_dense])."""
-        return _fns.to_dense(self)
+        return _api().to_dense(self)
 
     def to(
         self, dtype: DType = None, device: Device = None, backend: Backend | str | None = None
@@ -227,40 +227,40 @@ class LinearOperator(abc.ABC):
 
         Integer index arrays (of a [`Permutation`][structlin.Permutation]) keep their dtype.
         """
-        return _fns.to(self, dtype=dtype, device=device, backend=backend)
+        return _api().to(self, dtype=dtype, device=device, backend=backend)
 
     # -- algebra -----------------------------------------------------------------
     @property
     def T(self) -> LinearOperator:
         """`A^T` (see [`transpose`][structlin.transpose])."""
-        return _fns.transpose(self)
+        return _api().transpose(self)
 
     @property
     def H(self) -> LinearOperator:
         """`A^H`, the conjugate transpose (see [`adjoint`][structlin.adjoint])."""
-        return _fns.adjoint(self)
+        return _api().adjoint(self)
 
     def inv(self) -> LinearOperator:
         """`A^{-1}` (see [`inv`][structlin.inv])."""
-        return _fns.inv(self)
+        return _api().inv(self)
 
     # The common case first: an array that needs no conversion (a few attribute reads,
     # where the isinstance check against this ABC alone costs about as much).
     def __matmul__(self, other: Any) -> Any:
-        Y = _fns._plain_matmat(self, other)
+        Y = _api()._plain_matmat(self, other)
         if Y is not None:
             return Y
         if isinstance(other, LinearOperator):
-            return _fns.compose(self, other)
-        return _fns.matmat(self, other)
+            return _api().compose(self, other)
+        return _api().matmat(self, other)
 
     def __rmatmul__(self, other: Any) -> Any:
-        Y = _fns._plain_rmatmat(other, self)
+        Y = _api()._plain_rmatmat(other, self)
         if Y is not None:
             return Y
         if isinstance(other, LinearOperator):
             return NotImplemented
-        return _fns.rmatmat(other, self)
+        return _api().rmatmat(other, self)
 
     @classmethod
     def __torch_function__(
@@ -275,8 +275,8 @@ class LinearOperator(abc.ABC):
         tensor_matmul, dynamo_compiling = _TORCH or _torch()
         if func is tensor_matmul and not kwargs and not dynamo_compiling():
             X, A = args
-            Y = _fns._plain_rmatmat(X, A)
-            return Y if Y is not None else _fns.rmatmat(X, A)
+            Y = _api()._plain_rmatmat(X, A)
+            return Y if Y is not None else _api().rmatmat(X, A)
         return NotImplemented
 
     # `A + B` and `A - B` take two operators. A zero number is the additive identity, so
@@ -286,41 +286,41 @@ class LinearOperator(abc.ABC):
     def __add__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
             return _not_an_operator(self, other, "A + x", self)
-        return _fns.add(self, other)
+        return _api().add(self, other)
 
     def __radd__(self, other: Any) -> Sum | LinearOperator:
         if isinstance(other, LinearOperator):  # a subclass's override asked first
-            return _fns.add(other, self)
+            return _api().add(other, self)
         return _not_an_operator(self, other, "x + A", self)
 
     def __sub__(self, other: Any) -> Sum | LinearOperator:
         if not isinstance(other, LinearOperator):
             return _not_an_operator(self, other, "A - x", self)
-        return _fns.add(self, _fns.scale(-1, other))
+        return _api().add(self, _api().scale(-1, other))
 
     def __rsub__(self, other: Any) -> Sum | LinearOperator:
         if isinstance(other, LinearOperator):
-            return _fns.add(other, _fns.scale(-1, self))
+            return _api().add(other, _api().scale(-1, self))
         return _not_an_operator(self, other, "x - A", -self)
 
     def __neg__(self) -> ScalarMul | LinearOperator:
-        return _fns.scale(-1, self)
+        return _api().scale(-1, self)
 
     def __mul__(self, c: Any) -> ScalarMul | LinearOperator:
         if isinstance(c, LinearOperator):
             raise TypeError(
                 "`*` multiplies an operator by a scalar; use `A @ B` for the operator product"
             )
-        if not _fns.is_scalar(c):
+        if not _api().is_scalar(c):
             return _not_a_scalar(c, "*")
-        return _fns.scale(c, self)
+        return _api().scale(c, self)
 
     __rmul__ = __mul__
 
     def __truediv__(self, c: Any) -> ScalarMul | LinearOperator:
-        if not _fns.is_scalar(c):
+        if not _api().is_scalar(c):
             return _not_a_scalar(c, "/")
-        return _fns.scale(1 / c, self)
+        return _api().scale(1 / c, self)
 
     # -- pickling and copying -----------------------------------------------------
     # Values cached on the instance (`backend`, `device`, `_plain_operand`, ...) are
@@ -378,6 +378,25 @@ class _DeviceRef:
         )
 
 
+# `structlin.functions`, bound on the first call of `_api`.
+_FUNCTIONS: Any = None
+
+
+def _api() -> Any:
+    """`structlin.functions`, whose shorthands the operator methods are (`A @ x`, `A.T`, ...).
+
+    It sits in the layer above this module, so it is imported on first use: importing
+    it at the top of this module would be an import cycle. After that, a global read
+    (which `torch.compile` traces).
+    """
+    global _FUNCTIONS
+    if _FUNCTIONS is None:
+        import structlin.functions
+
+        _FUNCTIONS = structlin.functions
+    return _FUNCTIONS
+
+
 def _numpy_backend() -> Backend:
     from structlin.backends import get_backend
 
@@ -429,6 +448,3 @@ def _not_a_scalar(c: Any, op: str) -> Any:
         f"`{op}` takes a scalar, got {type(c).__name__} of shape {tuple(c.shape)}; to scale rows "
         "or columns use sl.Diagonal(v) @ A or A @ sl.Diagonal(v)"
     )
-
-
-from structlin import functions as _fns  # noqa: E402  (the API needs the base class)

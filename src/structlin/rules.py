@@ -118,13 +118,53 @@ def project(W: object, structure: type[LinearOperator], **spec):
     )
 
 
-# `transpose`, `adjoint`, `inv`, `solve`, `compose`, `add`, `scale` and `to` get their
-# generic methods from the expression that represents them lazily
-# (`operators/transpose.py`, `inverse.py`, `product.py`, `sum.py`, `scalar_mul.py`)
-# and from `operators/_convert.py`; these imports make sure those are registered.
-from structlin.operators._convert import to  # noqa: E402
-from structlin.operators.inverse import inv, solve  # noqa: E402
-from structlin.operators.product import compose  # noqa: E402
-from structlin.operators.scalar_mul import scale  # noqa: E402
-from structlin.operators.sum import add  # noqa: E402
-from structlin.operators.transpose import adjoint, transpose  # noqa: E402
+# Rules whose generic fallback is the lazy expression that represents them: their methods
+# live with those expressions (`structlin/expressions/`) and `structlin/_convert.py`,
+# which sit above this module, so they are declared here and filled in there.
+
+
+@dispatch.declare
+def transpose(A):
+    """`A^T`. Structures register a structured transpose; the fallback is a lazy
+    [`Transpose`][structlin.Transpose]."""
+
+
+@dispatch.declare
+def adjoint(A):
+    """`A^H`. Structures register a structured adjoint; the fallback is `transpose(A)`
+    for real `A` and a lazy [`Adjoint`][structlin.Adjoint] otherwise."""
+
+
+@dispatch.declare
+def inv(A):
+    """`A^{-1}`. Structures register a structured inverse; the fallback is a lazy
+    [`Inverse`][structlin.Inverse]."""
+
+
+@dispatch.declare
+def solve(A, B):
+    """`A^{-1} B` for a 2-D `B`. Structures register a structured solve; the fallback
+    is an LU solve with the dense matrix."""
+
+
+@dispatch.declare
+def compose(A, B):
+    """`A B`. Structures register products that stay structured; the fallback is a
+    lazy [`Product`][structlin.Product]."""
+
+
+@dispatch.declare
+def add(A, B):
+    """`A + B`. Structures register sums that stay structured; the fallback is a lazy
+    [`Sum`][structlin.Sum]."""
+
+
+@dispatch.declare
+def scale(c, A):
+    """`c A` for a scalar `c`. Structures register a structured scaling; the fallback
+    is a lazy [`ScalarMul`][structlin.ScalarMul]."""
+
+
+@dispatch.declare
+def to(A, dtype, device, backend):
+    """`A` with its arrays converted; the fallback rebuilds `A` from its converted leaves."""

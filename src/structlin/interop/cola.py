@@ -38,17 +38,17 @@ import numpy as np
 from structlin import _checks, pytree
 from structlin._dispatch import dispatch
 from structlin.backends import Backend, Device, DType, backend_of, get_backend, is_array
+from structlin.expressions.dense import Dense
+from structlin.expressions.product import Product
+from structlin.expressions.scalar_mul import ScalarMul
+from structlin.expressions.sum import Sum
+from structlin.expressions.transpose import Adjoint, Transpose
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
-from structlin.operators.dense import Dense
 from structlin.operators.diagonal import Diagonal
 from structlin.operators.identity import Identity
 from structlin.operators.kron import Kron
 from structlin.operators.permutation import Permutation
-from structlin.operators.product import Product
-from structlin.operators.scalar_mul import ScalarMul
-from structlin.operators.sum import Sum
-from structlin.operators.transpose import Adjoint, Transpose
 
 __all__ = ["CoLAOperator", "from_cola", "to_cola"]
 

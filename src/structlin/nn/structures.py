@@ -27,11 +27,11 @@ import numpy as np
 
 from structlin import _checks, pytree
 from structlin.backends import Array
+from structlin.expressions.dense import Dense
 from structlin.functions import project
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
 from structlin.operators.btt import BTT, _core_shapes
-from structlin.operators.dense import Dense
 from structlin.operators.kron import Kron
 from structlin.operators.low_rank import LowRank
 from structlin.operators.monarch import Monarch

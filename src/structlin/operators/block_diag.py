@@ -5,8 +5,8 @@ from __future__ import annotations
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
+from structlin.component import Component
 from structlin.errors import SingularOperatorError
-from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -170,7 +170,7 @@ def diag(A: BlockDiag):
 def compose(A: BlockDiag, B: BlockDiag):
     if A.nblocks == B.nblocks:
         return _wrap(A.backend.block_matmul(A.blocks, B.blocks))
-    from structlin.operators.product import Product
+    from structlin.expressions.product import Product
 
     return Product(A, B)
 

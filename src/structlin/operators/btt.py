@@ -11,7 +11,7 @@ import numpy as np
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of
-from structlin.mup import Component
+from structlin.component import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes

@@ -5,8 +5,8 @@ from __future__ import annotations
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
+from structlin.component import Component
 from structlin.errors import SingularOperatorError
-from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from structlin import _checks
+from structlin._checks import dense_backend
+from structlin._convert import static_dtype, static_meta
 from structlin._dispatch import dispatch
 from structlin.backends import Backend, Device, DType, backend_of
 from structlin.operator import LinearOperator
-from structlin.operators._convert import static_dtype, static_meta
-from structlin.rules import dense_backend
 
 
 class Identity(LinearOperator):
@@ -174,7 +174,7 @@ def _absorbed(identity: Identity, other: LinearOperator) -> bool:
 
 
 def _product(*ops: Any) -> LinearOperator:
-    from structlin.operators.product import Product
+    from structlin.expressions.product import Product
 
     return Product(*ops)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 
 from structlin import _checks
+from structlin._checks import dense_backend
+from structlin._convert import unify
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, backend_of
+from structlin.component import Component
 from structlin.errors import SingularOperatorError
-from structlin.mup import Component
+from structlin.expressions.dense import as_operator
 from structlin.operator import LinearOperator
-from structlin.operators._convert import unify
-from structlin.operators.dense import as_operator
-from structlin.rules import dense_backend
 
 
 class Kron(LinearOperator):
@@ -179,7 +179,7 @@ def compose(A: Kron, B: Kron):
         return _wrap(
             tuple(functions.compose(a, b) for a, b in zip(A.factors, B.factors, strict=True))
         )
-    from structlin.operators.product import Product
+    from structlin.expressions.product import Product
 
     return Product(A, B)
 

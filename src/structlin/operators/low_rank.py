@@ -7,8 +7,8 @@ import math
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
+from structlin.component import Component
 from structlin.errors import SingularOperatorError
-from structlin.mup import Component
 from structlin.operator import LinearOperator
 
 
@@ -106,7 +106,7 @@ def inv(A: LowRank):
             f"LowRank of shape {_checks.shape_str(A.shape)} and rank {A.rank} < "
             f"{A.shape[0]} is singular; for a regularised inverse use (A + c * Identity).inv()"
         )
-    from structlin.operators.inverse import Inverse
+    from structlin.expressions.inverse import Inverse
 
     return Inverse(A)
 

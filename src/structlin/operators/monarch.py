@@ -18,14 +18,14 @@ from functools import lru_cache
 import numpy as np
 
 from structlin import _checks, rules
+from structlin._checks import dense_backend
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend
+from structlin.component import Component
 from structlin.errors import SingularOperatorError
-from structlin.mup import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators.permutation import _transpose_rows
-from structlin.rules import dense_backend
 
 Stride = tuple[int, int] | None
 """A stride permutation `x -> x.reshape(rows, cols).T.reshape(-1)` as `(rows, cols)`; `None` is the identity."""
@@ -330,7 +330,7 @@ def _singular_factor(A: GeneralizedMonarch) -> SingularOperatorError:
 @dispatch
 def inv(A: GeneralizedMonarch):
     if not _square_unpadded(A):
-        from structlin.operators.inverse import Inverse
+        from structlin.expressions.inverse import Inverse
 
         return Inverse(A)
     backend = A.backend
@@ -402,7 +402,7 @@ def compose(A: GeneralizedMonarch, B: GeneralizedMonarch):
             (*B.perms[:-1], junction, *A.perms[1:]),
             (A.shape[0], B.shape[1]),
         )
-    from structlin.operators.product import Product
+    from structlin.expressions.product import Product
 
     return Product(A, B)
 

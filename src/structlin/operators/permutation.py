@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 
 from structlin import _checks
+from structlin._checks import dense_backend
+from structlin._convert import convert_array, static_dtype, static_meta
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 from structlin.operator import LinearOperator
-from structlin.operators._convert import convert_array, static_dtype, static_meta
-from structlin.rules import dense_backend
 
 
 class Permutation(LinearOperator):

@@ -7,11 +7,11 @@ wrapped operator (`O(mn)` memory, `O(mn)` time per column).
 
 from __future__ import annotations
 
+from structlin._checks import dense_backend
+from structlin._convert import to
 from structlin._dispatch import dispatch
 from structlin.backends import backend_of
 from structlin.operator import LinearOperator
-from structlin.operators._convert import to
-from structlin.rules import dense_backend
 
 
 class Transpose(LinearOperator):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from structlin import _checks
 from structlin._dispatch import dispatch
 from structlin.backends import Array, is_array
-from structlin.mup import Component
+from structlin.component import Component
 from structlin.operator import LinearOperator
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 
 from structlin import _checks
+from structlin._checks import dense_backend
+from structlin._convert import unify
 from structlin._dispatch import dispatch
 from structlin.backends import Array
+from structlin.expressions.dense import as_operator
 from structlin.operator import LinearOperator
-from structlin.operators._convert import unify
-from structlin.operators.dense import as_operator
-from structlin.rules import dense_backend
 
 
 class Product(LinearOperator):
@@ -109,7 +109,7 @@ def adjoint(A: Product):
 @dispatch
 def inv(A: Product):
     if not _all_square(A):
-        from structlin.operators.inverse import Inverse
+        from structlin.expressions.inverse import Inverse
 
         return Inverse(A)
     return _wrap(tuple(inv(op) for op in reversed(A.ops)))

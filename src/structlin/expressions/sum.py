@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from structlin import _checks
+from structlin._convert import unify
 from structlin._dispatch import dispatch
 from structlin.backends import Array
+from structlin.expressions.dense import as_operator
 from structlin.operator import LinearOperator
-from structlin.operators._convert import unify
-from structlin.operators.dense import as_operator
 
 
 class Sum(LinearOperator):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from structlin import _checks
+from structlin._checks import dense_backend
 from structlin._dispatch import dispatch
 from structlin.operator import LinearOperator
-from structlin.rules import dense_backend
 
 
 class Inverse(LinearOperator):

@@ -7,11 +7,11 @@ import numbers
 from typing import Any
 
 from structlin import _checks
+from structlin._convert import bind
 from structlin._dispatch import dispatch
 from structlin.backends import DType, backend_of, get_backend, is_array
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator, cached_property
-from structlin.operators._convert import bind
 
 
 def is_scalar(c: Any) -> bool:
