@@ -126,15 +126,13 @@ def same_backend(items: Sequence[Any], what: str) -> None:
 
     Value-free operators (backend `None`) are compatible with everything.
     """
-    from structlin.operator import LinearOperator
-
     seen: list[tuple[Any, Any, Any]] = []
     for item in items:
-        if isinstance(item, LinearOperator):
-            backend, device = item.backend, item.device
-        else:
+        if is_array(item) or not hasattr(item, "backend"):  # (a TypeError for what is neither)
             backend = backend_of(item)
             device = backend.device(item)
+        else:  # an operator
+            backend, device = item.backend, item.device
         if backend is not None:
             seen.append((backend, device, item))
     for backend, device, item in seen[1:]:
@@ -152,11 +150,9 @@ def same_backend(items: Sequence[Any], what: str) -> None:
 
 
 def _describe(item: Any) -> str:
-    from structlin.operator import LinearOperator
-
-    if isinstance(item, LinearOperator):
-        return f"{type(item).__name__} of shape {shape_str(item.shape)}"
-    return f"array of shape {shape_str(item.shape)}"
+    if is_array(item):
+        return f"array of shape {shape_str(item.shape)}"
+    return f"{type(item).__name__} of shape {shape_str(item.shape)}"
 
 
 def square(A: Any, what: str) -> int:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 # A component is what an operator's leaf holds, a neutral notion the operators declare;
 # μP is one reader of it (the layers and sharding are others).
+from structlin import rules
 from structlin.component import Component
 
 if TYPE_CHECKING:
@@ -85,8 +86,6 @@ def components(op: LinearOperator) -> tuple[Component | None, ...]:
     Aligned with `structlin.pytree.tree_flatten(op)[0]`. Structures provide the
     rule [`structlin.rules.components`][structlin.rules.components].
     """
-    from structlin import rules
-
     return tuple(rules.components(op))
 
 

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from structlin import pytree
 from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
 
 if TYPE_CHECKING:
@@ -124,8 +125,6 @@ class LinearOperator(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from structlin import pytree
-
         pytree.register(cls)
 
     # -- immutability ----------------------------------------------------------

@@ -35,6 +35,7 @@ from structlin import backends
 __all__ = ["TreeDef", "register_with_jax", "tree_flatten", "tree_map", "tree_unflatten"]
 
 _CLASSES: list[type] = []
+_OPERATOR_TYPES: set[type] = set()  # the same classes, for a membership test
 _JAX_REGISTERED: set[type] = set()
 _SENTINEL = object()
 
@@ -65,9 +66,9 @@ def _unflatten_one(cls: type, static: tuple[Any, ...], children: tuple[Any, ...]
 
 
 def _is_operator(x: Any) -> bool:
-    from structlin.operator import LinearOperator
-
-    return isinstance(x, LinearOperator)
+    # Every operator class registers itself when it is defined (`LinearOperator.__init_subclass__`),
+    # so this module needs no import of the base class, which imports it.
+    return type(x) in _OPERATOR_TYPES
 
 
 def tree_flatten(op: Any) -> tuple[list[Any], TreeDef | None]:
@@ -131,6 +132,7 @@ def register_with_jax() -> None:
 def register(cls: type) -> None:
     """Record an operator class; registered with JAX now if JAX is in use, else later."""
     _CLASSES.append(cls)
+    _OPERATOR_TYPES.add(cls)
     if sys.modules.get("jax") is not None:
         _register_jax(cls)
 

@@ -10,6 +10,7 @@ from structlin._convert import unify
 from structlin._dispatch import dispatch
 from structlin.backends import Array
 from structlin.expressions.dense import as_operator
+from structlin.expressions.inverse import Inverse
 from structlin.operator import LinearOperator
 
 
@@ -109,8 +110,6 @@ def adjoint(A: Product):
 @dispatch
 def inv(A: Product):
     if not _all_square(A):
-        from structlin.expressions.inverse import Inverse
-
         return Inverse(A)
     return _wrap(tuple(inv(op) for op in reversed(A.ops)))
 

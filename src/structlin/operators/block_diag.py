@@ -7,6 +7,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
+from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
 
 
@@ -170,8 +171,6 @@ def diag(A: BlockDiag):
 def compose(A: BlockDiag, B: BlockDiag):
     if A.nblocks == B.nblocks:
         return _wrap(A.backend.block_matmul(A.blocks, B.blocks))
-    from structlin.expressions.product import Product
-
     return Product(A, B)
 
 

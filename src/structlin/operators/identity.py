@@ -9,6 +9,7 @@ from structlin._checks import dense_backend
 from structlin._convert import static_dtype, static_meta
 from structlin._dispatch import dispatch
 from structlin.backends import Backend, Device, DType, backend_of
+from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
 
 
@@ -174,8 +175,6 @@ def _absorbed(identity: Identity, other: LinearOperator) -> bool:
 
 
 def _product(*ops: Any) -> LinearOperator:
-    from structlin.expressions.product import Product
-
     return Product(*ops)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from structlin import _checks
+from structlin import _checks, functions
 from structlin._checks import dense_backend
 from structlin._convert import unify
 from structlin._dispatch import dispatch
@@ -12,6 +12,7 @@ from structlin.backends import Array, Backend, backend_of
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.dense import as_operator
+from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
 
 
@@ -174,13 +175,9 @@ def compose(A: Kron, B: Kron):
     if len(A.factors) == len(B.factors) and all(
         a.shape[1] == b.shape[0] for a, b in zip(A.factors, B.factors, strict=True)
     ):
-        from structlin import functions
-
         return _wrap(
             tuple(functions.compose(a, b) for a, b in zip(A.factors, B.factors, strict=True))
         )
-    from structlin.expressions.product import Product
-
     return Product(A, B)
 
 

@@ -9,6 +9,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, backend_of
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
+from structlin.expressions.inverse import Inverse
 from structlin.operator import LinearOperator
 
 
@@ -106,8 +107,6 @@ def inv(A: LowRank):
             f"LowRank of shape {_checks.shape_str(A.shape)} and rank {A.rank} < "
             f"{A.shape[0]} is singular; for a regularised inverse use (A + c * Identity).inv()"
         )
-    from structlin.expressions.inverse import Inverse
-
     return Inverse(A)
 
 
