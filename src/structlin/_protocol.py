@@ -79,6 +79,13 @@ def dense_fallback(op: Any, conjugate: bool) -> None:
     An explicit lazy node around an operator that has one (`sl.Transpose(L)`) asked for the
     node and is not warned about.
     """
+    from structlin.expressions.transpose import Adjoint, Transpose
+
+    # A lazy node inside a lazy node: the class to name is the innermost, which lacks the
+    # rule (`Transpose(Adjoint(A))` is `conj(A)`, dense where `A` has no `adjoint`).
+    while isinstance(op, Transpose | Adjoint):
+        conjugate = conjugate or isinstance(op, Adjoint)
+        op = op.op
     cls = type(op)
     rule = "adjoint" if conjugate else "transpose"
     if (cls, rule) in _warned:

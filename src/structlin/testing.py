@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 import structlin as sl
-from structlin import _protocol, backends
+from structlin import backends
 
 __all__ = [
     "BACKENDS",
@@ -657,7 +657,10 @@ def _layers(
         for b in (False, bias):
             layer = make(source, b, weight_norm=weight_norm, dtype=dtype)
             described = "with a bias" if b is not False else "without a bias"
-            yield layer, f"from_operator({type(source).__name__}, {described}, weight_norm={weight_norm})"
+            yield (
+                layer,
+                f"from_operator({type(source).__name__}, {described}, weight_norm={weight_norm})",
+            )
 
 
 def _dense_weight(layer: Any) -> np.ndarray:
@@ -691,10 +694,12 @@ def _check_jax_layer(layer: Any, what: str, rng: np.random.Generator, rtol: floa
     jx = jnp.asarray(x, jnp.float32)
     expected = x.astype(np.float32).astype(np.float64) @ W.T + b
     assert_close(layer(jx), expected, rtol, f"{what}: output")
-    assert_close(jax.jit(lambda l, v: l(v))(layer, jx), expected, rtol, f"{what}: jit output")
+    assert_close(
+        jax.jit(lambda module, v: module(v))(layer, jx), expected, rtol, f"{what}: jit output"
+    )
     grad_x = jax.grad(lambda v: layer(v).sum())(jx)
     assert_close(grad_x, np.broadcast_to(W.sum(axis=0), x.shape), rtol, f"{what}: grad wrt x")
-    grads = jax.grad(lambda l: l(jx).sum(), allow_int=True)(layer)
+    grads = jax.grad(lambda module: module(jx).sum(), allow_int=True)(layer)
     for leaf in jax.tree_util.tree_leaves(grads):
         if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             assert bool(jnp.isfinite(leaf).all()), f"{what}: a leaf's gradient is not finite"
@@ -874,4 +879,3 @@ def _check_torch_compile(A, D, arr, x, y, rtol) -> None:
     right = torch.compile(lambda v: v @ A, backend="eager")
     assert_close(left(arr(x)), D @ x, rtol, "torch.compile(A @ x)")
     assert_close(right(arr(y)), y @ D, rtol, "torch.compile(y @ A)")
-
