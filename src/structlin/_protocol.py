@@ -12,6 +12,7 @@ set lookup that remembers a warned class costs nothing that matters.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -116,5 +117,18 @@ def dense_fallback(op: Any, conjugate: bool) -> None:
         f"on every call (O(mn) memory, O(mn) time per column, through the {name} matmat "
         f"rule applied to the identity); register {fix}. Warned once per class.",
         DenseFallbackWarning,
-        stacklevel=2,
+        stacklevel=_caller_level(),
     )
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of the first frame outside structlin and the libraries it calls
+    through (plum, PyTorch's module call, JAX's tracing): the user's line that took the
+    fallback. What Python 3.12's `skip_file_prefixes` does."""
+    frame, level = sys._getframe(2), 2  # 1 is `dense_fallback`, which warns
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_LIBRARIES):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 2
+
+
+_LIBRARIES = ("structlin.", "plum", "beartype", "torch", "jax")
