@@ -18,7 +18,9 @@ from typing import Any
 
 import plum
 
+from structlin import rules
 from structlin.errors import DenseFallbackWarning
+from structlin.operator import LinearOperator
 
 __all__ = ["RULES", "dense_fallback", "provides"]
 
@@ -48,9 +50,6 @@ def provides(cls: type) -> dict[str, bool]:
     Two-argument rules are resolved with `object` for the array argument, as the
     structures register them (`matmat(A: MyOperator, X: object)`).
     """
-    from structlin import rules
-    from structlin.operator import LinearOperator
-
     found = {}
     for name in RULES:
         rule = getattr(rules, name)
@@ -80,6 +79,8 @@ def dense_fallback(op: Any, conjugate: bool) -> None:
     An explicit lazy node around an operator that has one (`sl.Transpose(L)`) asked for the
     node and is not warned about.
     """
+    # The lazy nodes' module calls this one: imported here, as a top-level import would
+    # be a cycle.
     from structlin.expressions.transpose import Adjoint, Transpose
 
     # A lazy node inside a lazy node: the class to name is the innermost, which lacks the
