@@ -29,6 +29,7 @@ LAYERS = {
         "structlin.operator",
         "structlin.pytree",
         "structlin.rules",
+        "structlin._protocol",
         "structlin._convert",
         "structlin.expressions",
         "structlin.structure",

@@ -11,7 +11,7 @@ y = K.inv() @ x  # Kron of the factor inverses; no 256 x 256 matrix is formed
 """
 
 from structlin import backends, mup, pytree, rules
-from structlin.errors import SingularOperatorError
+from structlin.errors import DenseFallbackWarning, SingularOperatorError
 from structlin.expressions.dense import Dense
 from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
@@ -54,6 +54,7 @@ __all__ = [
     "BTT",
     "BlockDiag",
     "Dense",
+    "DenseFallbackWarning",
     "Diagonal",
     "GeneralizedMonarch",
     "Identity",

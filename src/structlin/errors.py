@@ -20,3 +20,42 @@ class SingularOperatorError(ValueError):
         >>> issubclass(sl.SingularOperatorError, ValueError)
         True
     """
+
+
+class DenseFallbackWarning(UserWarning):
+    """An operator took a fallback that builds its dense matrix on every call.
+
+    Issued once per operator class, where a user-defined operator lacks a rule that
+    would keep the operation structured, and naming that rule. The common case: an
+    operator with only a `matmat` rule used as `X @ A` or in a layer of
+    [`structlin.nn`][structlin.nn] (which computes `X @ A^T`): without a structured
+    `transpose` rule, `A^T` is a lazy [`Transpose`][structlin.Transpose] whose every
+    application builds `A`'s dense matrix. Built-in operators never issue it.
+
+    The result is correct; only its cost is. To make it an error while testing,
+    `warnings.simplefilter("error", sl.DenseFallbackWarning)`.
+
+    Examples:
+        >>> import warnings
+        >>> import numpy as np, structlin as sl
+        >>> class Shift(sl.LinearOperator):  # (S x)[i] = x[i - 1], with matmat only
+        ...     _children = ("like",)
+        ...     def __init__(self, like):
+        ...         self._set(like=like)
+        ...     @property
+        ...     def shape(self):
+        ...         return (self.like.shape[0], self.like.shape[0])
+        >>> @sl.rules.dispatch
+        ... def matmat(A: Shift, X: object):
+        ...     return np.concatenate([np.zeros_like(X[:1]), X[:-1]])
+        >>> S = Shift(np.zeros(3))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     y = np.array([1.0, 2.0, 3.0]) @ S  # X @ A: through A^T, dense
+        >>> y
+        array([2., 3., 0.])
+        >>> [w.category.__name__ for w in caught]
+        ['DenseFallbackWarning']
+        >>> "def transpose(A: Shift)" in str(caught[0].message)
+        True
+    """

@@ -98,6 +98,36 @@ class LinearOperator(abc.ABC):
     share no memory with the operator's arrays or with `x`. A `Permutation`
     copies its indices (the exception: they must stay a valid permutation).
 
+    Protocol: what a subclass provides. Rules are registered with
+    [`@structlin.rules.dispatch`][structlin.rules] next to the class (see
+    [`structlin.rules`][structlin.rules] for the table of rules, fallbacks and costs).
+
+    - Must: `shape` (abstract here), `_children`/`_static` naming its state, and the
+      rules `matmat` (`A @ X`; without it every use raises `TypeError`) and a structured
+      transpose: `transpose` (preferred; it also serves `A.T @ x` and the layers) or at
+      least `rmatmat` (`X @ A`). Without one, `A^T` is a lazy
+      [`Transpose`][structlin.Transpose] whose every application builds the dense
+      matrix through `matmat` (`O(mn)` memory, `O(mn)` time per column): `X @ A`,
+      `A.T @ x` and the [`structlin.nn`][structlin.nn] layers (`X @ A^T`) all pay it,
+      and the first such use warns with a
+      [`DenseFallbackWarning`][structlin.DenseFallbackWarning] naming the rule. A complex
+      operator also registers `adjoint` (else `A.H` is a lazy, dense
+      [`Adjoint`][structlin.Adjoint] and warns the same way).
+    - May (each replaces a fallback, whose cost is stated): `to_dense` (fallback
+      `A @ I`), `inv` (a lazy [`Inverse`][structlin.Inverse] solving densely), `solve`
+      (LU of the dense matrix, `O(n^3)`), `slogdet` (dense LU), `diag` (the dense
+      matrix's diagonal, `O(n^2)` memory), `trace` (sum of `diag`), `compose`, `add`,
+      `scale` (structured simplifications; else lazy [`Product`][structlin.Product],
+      [`Sum`][structlin.Sum], [`ScalarMul`][structlin.ScalarMul], which are exact), `to`
+      (rebuilds from converted leaves, usually right) and `project` (else `TypeError`).
+    - For the layers and μP: `components` (the learnable dense factors and their
+      shapes); without it [`structlin.mup`][structlin.mup] and
+      `structlin.nn.Linear.from_operator` raise `TypeError` naming the rule.
+
+    [`structlin.testing.check_operator`][structlin.testing.check_operator] checks a
+    new operator against its dense matrix on every backend, and
+    [`structlin.testing.dot_test`][structlin.testing.dot_test] its transpose.
+
     Examples:
         >>> import numpy as np, structlin as sl
         >>> A = sl.Kron(np.eye(2), 2.0 * np.eye(2))  # every operator is a LinearOperator

@@ -21,6 +21,32 @@ backend with `X.shape[0] == A.shape[1]` and a compatible dtype.
 
 This module holds the generic fallbacks, used when no structured rule matches.
 Each one is correct for any operator and states its cost.
+
+## The operator protocol
+
+What an operator class (a subclass of [`LinearOperator`][structlin.LinearOperator]
+with `shape` and `_children`/`_static`) registers, and what each missing rule costs:
+
+| rule | status | without it |
+|---|---|---|
+| `matmat(A, X)` | required | every use raises `TypeError` naming the rule |
+| `transpose(A)` | required, or `rmatmat` | `A^T` is a lazy `Transpose`: `X @ A`, `A.T @ x` and the `structlin.nn` layers (`X @ A^T`) build the dense matrix on every call (`O(mn)` memory); warns once per class with a [`DenseFallbackWarning`][structlin.DenseFallbackWarning] |
+| `rmatmat(X, A)` | optional with `transpose` | `(A^T X^T)^T` through `transpose`: free when that is structured |
+| `adjoint(A)` | required for complex operators | `transpose(A)` for real `A` (free); a lazy, dense `Adjoint` for complex `A`, which warns |
+| `to_dense(A)` | optional | `A @ I`: one `matmat` with `n` columns |
+| `inv(A)`, `solve(A, B)` | optional | a lazy `Inverse`; LU of the dense matrix, `O(n^3)` time, `O(n^2)` memory |
+| `slogdet(A)` | optional | LU of the dense matrix, `O(n^3)` |
+| `diag(A)`, `trace(A)` | optional | the dense matrix's diagonal, `O(n^2)` memory; the sum of `diag` |
+| `compose`, `add`, `scale` | optional | lazy `Product`, `Sum`, `ScalarMul` (exact, no dense matrix) |
+| `to(A, ...)` | optional | rebuilds `A` from its converted leaves (right for most classes) |
+| `project(W, cls, **spec)` | optional | `TypeError`: no projection onto the class |
+| `components(A)` | for `structlin.nn` and `structlin.mup` | `structlin.nn.Linear.from_operator` and μP raise `TypeError` naming the rule |
+
+The protocol cannot be checked when a class is defined, since its rules are
+registered below it; it is checked on use: the first time a missing rule makes a
+call build a dense matrix, a `DenseFallbackWarning` names the rule to register, once
+per class. [`structlin.testing`][structlin.testing] checks every rule of an operator
+against its dense matrix.
 """
 
 from __future__ import annotations

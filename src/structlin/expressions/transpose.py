@@ -10,6 +10,7 @@ from __future__ import annotations
 from structlin._checks import dense_backend
 from structlin._convert import to
 from structlin._dispatch import dispatch
+from structlin._protocol import dense_fallback
 from structlin.backends import backend_of
 from structlin.operator import LinearOperator
 
@@ -100,6 +101,7 @@ def to_dense(A: Adjoint):
 
 def _dense_like(A: LinearOperator, X: object):
     """`to_dense(A)` in `X`'s library, dtype and device where `A` is value-free (no backend)."""
+    dense_fallback(A.op, isinstance(A, Adjoint))  # warns once per class without the rule
     if A.backend is not None:
         return to_dense(A)
     backend = backend_of(X)
