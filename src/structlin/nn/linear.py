@@ -422,6 +422,8 @@ class Linear(nn.Module):
         # A floating-point tensor of the layer, whose dtype and device inputs must match.
         if self.bias is not None:
             return self.bias
+        if self.mup:
+            return getattr(self, next(iter(self.mup)))
         arrays = (*self.parameters(), *self.buffers())
         return next((t for t in arrays if t.is_floating_point()), None)
 
