@@ -334,6 +334,18 @@ class Linear:
             pytree.TreeDef(cls, static, (None,) * 3), [params, bias, gains]
         )
 
+    def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """JAX's flattening, as declared by `_children` and `_static`: children `(operator
+        of trained arrays, bias, gains)`; the rest is static."""
+        static = tuple(getattr(self, n) for n in self._static)
+        return tuple(getattr(self, n) for n in self._children), static
+
+    @classmethod
+    def tree_unflatten(cls, static: tuple[Any, ...], children: tuple[Any, ...]) -> Linear:
+        """Inverse of [`tree_flatten`][structlin.nn.jax.Linear.tree_flatten]; no checks, so
+        JAX can rebuild layers of tracers or placeholders."""
+        return cls._make(static, *children)
+
     # -- metadata ----------------------------------------------------------------
     @property
     def in_features(self) -> int:
@@ -437,10 +449,8 @@ class Linear:
         roles = self._layout.roles
         params = [next(kappas) if r == _layer.PARAM else None for r in roles]
         params = pytree.tree_unflatten(self._layout.treedef, params)
-        static = tuple(getattr(self, name) for name in self._static)
-        return Linear._make(
-            static, params, None if self.bias is None else 1.0, (1.0,) * len(self.gains)
-        )
+        bias = None if self.bias is None else 1.0
+        return Linear._make(self.tree_flatten()[1], params, bias, (1.0,) * len(self.gains))
 
     def __repr__(self) -> str:
         summary = structures.layer_summary(
