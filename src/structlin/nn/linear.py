@@ -5,22 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from structlin import pytree, rules
-from structlin.backends import is_array
-from structlin.mup import MupInfo, describe
-from structlin.nn import structures
-from structlin.nn.structures import leaf_names as _leaf_names
+from structlin import rules
+from structlin.mup import MupInfo
+from structlin.nn import _layer, structures
+from structlin.nn._layer import BUFFER as _BUFFER
+from structlin.nn._layer import CONST as _CONST
+from structlin.nn._layer import PARAM as _PARAM  # noqa: F401 (read by serialization)
 from structlin.operator import LinearOperator
 
 __all__ = ["Linear"]
-
-# How each leaf of the operator is held: a trained parameter, a fixed buffer
-# (permutation indices, array scalars), or a Python constant.
-_PARAM, _BUFFER, _CONST = "param", "buffer", "const"
 
 
 class Linear(nn.Module):
@@ -158,11 +154,6 @@ class Linear(nn.Module):
                 `components` rule; `bias` is not a bool or an array.
             ValueError: `bias` has the wrong shape.
         """
-        if not isinstance(op, LinearOperator):
-            raise TypeError(
-                f"Linear.from_operator needs a structlin operator, got {type(op).__name__}; "
-                "wrap an array with structlin.Dense"
-            )
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
         layer.structure = type(op).__name__
@@ -364,57 +355,48 @@ class Linear(nn.Module):
         device: torch.device | str | None,
         copy: bool,
     ) -> None:
-        leaves, treedef = pytree.tree_flatten(op)
-        infos = describe(op)
+        layout, leaves = _layer.layout(op, weight_norm)
+        like = next((v for v in leaves if isinstance(v, torch.Tensor)), None) if copy else None
         if dtype is None:
-            dtype = op.dtype if copy and _is_torch(op) else torch.get_default_dtype()
+            dtype = op.dtype if like is not None else torch.get_default_dtype()
         elif not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(
                 f"Linear dtype must be a real floating-point torch.dtype, got {dtype!r}; "
                 "use e.g. torch.float32 (layers hold real parameters)"
             )
-        if device is None and copy and _is_torch(op):
+        if device is None and like is not None:
             device = op.device
-        self.in_features, self.out_features = op.shape[1], op.shape[0]
-        self.weight_norm = weight_norm
-        self.mup = {}
-        self._treedef = treedef
-        slots: list[tuple[str, Any]] = []
-        for name, leaf, info in zip(_leaf_names(treedef), leaves, infos, strict=True):
-            if not is_array(leaf):
-                slots.append((_CONST, leaf))
+        self._layout = layout
+        self.in_features, self.out_features = layout.in_features, layout.out_features
+        self.weight_norm = layout.weight_norm
+        self.mup = layout.mup
+        for name, role, leaf, info in zip(
+            layout.names, layout.roles, leaves, layout.infos, strict=True
+        ):
+            if role == _CONST:
                 continue
-            value = _to_torch(leaf, device)
-            if value.is_complex():
-                raise TypeError(
-                    f"Linear layers are real, but {type(op).__name__} has complex values "
-                    f"(dtype {value.dtype}); take the real part or use a real operator"
-                )
-            floating = torch.is_floating_point(value)
-            if floating:
-                value = value.to(dtype)
-            if info is None or not floating:
-                self.register_buffer(name, value if copy else torch.zeros_like(value))
-                slots.append((_BUFFER, name))
+            value = _tensor(leaf, dtype, device)
+            value = value if copy else torch.zeros_like(value)
+            if role == _BUFFER:
+                self.register_buffer(name, value)
                 continue
-            parameter = nn.Parameter(value if copy else torch.empty_like(value))
+            parameter = nn.Parameter(value)
             parameter.mup = info
             self.register_parameter(name, parameter)
-            self.mup[name] = info
-            slots.append((_PARAM, name))
             if weight_norm:
-                rms = float(value.pow(2).mean().sqrt()) if copy and value.numel() else 0.0
                 # Shape (1,), not (): FSDP2 shards parameters along dim 0 and refuses scalars.
-                self.register_parameter(
-                    name + "_gain", nn.Parameter(torch.ones(1, dtype=dtype, device=device))
-                )
+                gain = torch.ones(1, dtype=dtype, device=device)
+                self.register_parameter(name + "_gain", nn.Parameter(gain))
                 # A buffer, so that state_dict carries the bound a from_operator layer chose.
-                sigma = max(info.init_std, rms)
+                sigma = _layer.sigma(info, value if copy else None)
                 self.register_buffer(
                     name + "_sigma", torch.tensor(sigma, dtype=dtype, device=device)
                 )
-        self._slots = tuple(slots)
-        self.register_parameter("bias", _make_bias(bias, self.out_features, dtype, device))
+        bias = _layer.check_bias(bias, self.out_features)
+        if bias is not None:
+            zero = torch.zeros(self.out_features, dtype=dtype, device=device)
+            bias = nn.Parameter(zero if bias is True else _tensor(bias, dtype, device))
+        self.register_parameter("bias", bias)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
@@ -432,40 +414,43 @@ class Linear(nn.Module):
         # rule the forward pass uses, so later calls, and torch.compile's tracing,
         # never reach plum.
         with torch.no_grad():
-            probe = self.bias if self.bias is not None else next(iter(self._arrays()), None)
-            kwargs = {"device": probe.device} if probe is not None else {}
-            dtype = probe.dtype if probe is not None else torch.get_default_dtype()
-            self.forward(torch.zeros(1, self.in_features, dtype=dtype, **kwargs))
+            probe = self._probe()
+            kwargs = {} if probe is None else {"device": probe.device, "dtype": probe.dtype}
+            self.forward(torch.zeros(1, self.in_features, **kwargs))
 
     def _probe(self) -> torch.Tensor | None:
         # A floating-point tensor of the layer, whose dtype and device inputs must match.
         if self.bias is not None:
             return self.bias
-        for kind, slot in self._slots:
-            if kind == _PARAM:
-                return getattr(self, slot)
-        return next(iter(self._arrays()), None)
+        if self.mup:
+            return getattr(self, next(iter(self.mup)))
+        arrays = (*self.parameters(), *self.buffers())
+        return next((t for t in arrays if t.is_floating_point()), None)
 
-    def _arrays(self) -> list[torch.Tensor]:
-        return [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+    @property
+    def _treedef(self) -> Any:
+        return self._layout.treedef
+
+    @property
+    def _slots(self) -> tuple[tuple[str, Any], ...]:
+        # (role, name), or (CONST, value) for a constant: one per leaf of the operator.
+        layout = self._layout
+        return tuple(
+            (role, const if role == _CONST else name)
+            for name, role, const in zip(layout.names, layout.roles, layout.consts, strict=True)
+        )
 
     # -- the operator --------------------------------------------------------------
     @property
     def operator(self) -> LinearOperator:
         """`W` as a structlin operator of the current parameters (weight-normalised if
         enabled), differentiable with respect to them."""
-        leaves = []
-        for kind, slot in self._slots:
-            if kind == _CONST:
-                leaves.append(slot)
-                continue
-            value = getattr(self, slot)
-            if kind == _PARAM and self.weight_norm:
-                value = _normalised(
-                    value, getattr(self, slot + "_gain"), getattr(self, slot + "_sigma")
-                )
-            leaves.append(value)
-        return pytree.tree_unflatten(self._treedef, leaves)
+        layout = self._layout
+        values = [None if r == _CONST else getattr(self, n) for r, n in self._slots]
+        norm = [n for n in layout.mup] if layout.weight_norm else []
+        gains = [getattr(self, n + "_gain") for n in norm]
+        sigmas = [getattr(self, n + "_sigma") for n in norm]
+        return layout.operator(values, _Torch, gains, sigmas)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -500,13 +485,7 @@ class Linear(nn.Module):
         """
         name = f"Linear({self.in_features} -> {self.out_features})"
         _check_input(x, name, self._probe(), features=self.in_features)
-        lead = x.shape[:-1]
-        rows = x.reshape(-1, self.in_features)
-        y = rules.rmatmat(rows, rules.transpose(self.operator))
-        y = y.reshape(*lead, self.out_features)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y
+        return _layer.forward(self._layout, self.operator, self.bias, x, _Torch)
 
     # -- initialisation and conversion ---------------------------------------------
     @torch.no_grad()
@@ -514,11 +493,7 @@ class Linear(nn.Module):
         """Draw every component from `N(0, σ_i²)` at its μP scale (zero the output-side
         components if `zero_init_last`), set weight-norm gains to 1 and the bias to 0."""
         for name, info in self.mup.items():
-            parameter = getattr(self, name)
-            if zero_init_last and info.component.last:
-                parameter.zero_()
-            else:
-                parameter.normal_(0.0, info.init_std)
+            getattr(self, name).normal_(0.0, _layer.init_std(info, zero_init_last))
             if self.weight_norm:
                 getattr(self, name + "_gain").fill_(1.0)
         if self.bias is not None:
@@ -602,18 +577,7 @@ def _check_input(
             f"{layer} takes a torch.Tensor, got {type(x).__name__}; convert it with "
             "torch.as_tensor(x)"
         )
-    if x.dim() == 0:
-        wanted = (
-            f"shape (..., {features}), their last axis of size {features} (in_features)"
-            if features is not None
-            else "at least one axis"
-        )
-        raise ValueError(f"{layer} got a 0-d input (shape ()); inputs have {wanted}")
-    if features is not None and x.shape[-1] != features:
-        raise ValueError(
-            f"{layer} got an input of shape {tuple(x.shape)}; its last axis must have size "
-            f"{features} (in_features)"
-        )
+    _layer.check_shape(layer, x.shape, features)
     if like is None:
         return
     if x.device != like.device:
@@ -622,17 +586,14 @@ def _check_input(
             f"move one of them (x.to('{like.device}') or layer.to('{x.device}'))"
         )
     if x.dtype != like.dtype:
-        if x.is_complex():
-            raise TypeError(
-                f"{layer} has real {like.dtype} parameters but got a complex input "
-                f"(dtype {x.dtype}); structured layers are real: apply the layer to x.real "
-                "and x.imag separately"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"{layer} has {like.dtype} parameters but got an input of dtype {x.dtype}; "
-                f"cast the input (x.to({like.dtype}))"
-            )
+        _layer.check_kind(
+            layer,
+            x.dtype,
+            like.dtype,
+            complex_=x.is_complex(),
+            floating=x.is_floating_point(),
+            cast=f"x.to({like.dtype})",
+        )
         autocast = torch.is_autocast_enabled(x.device.type)
         if x.dtype == torch.float64 or not autocast:
             hint = (
@@ -650,39 +611,28 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def _normalised(G: torch.Tensor, gain: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    # gain * min(1, sigma / RMS(G)) * G, written as sigma / sqrt(max(mean(G^2), sigma^2)):
-    # the same value, but finite gradients at G = 0 (no sqrt(0) on the selected branch).
-    mean_square = G.pow(2).mean(dtype=torch.promote_types(G.dtype, torch.float32))
-    sigma = sigma.to(mean_square.dtype)
-    scale = sigma * torch.rsqrt(torch.maximum(mean_square, sigma * sigma))
-    return G * (gain * scale).to(G.dtype)
+class _Torch:
+    """The array functions of the shared layer core, in PyTorch."""
+
+    maximum = staticmethod(torch.maximum)
+    rsqrt = staticmethod(torch.rsqrt)
+
+    @staticmethod
+    def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return x.to(dtype)
+
+    @staticmethod
+    def mean_square(G: torch.Tensor) -> torch.Tensor:
+        return G.pow(2).mean(dtype=torch.promote_types(G.dtype, torch.float32))
 
 
-def _is_torch(op: LinearOperator) -> bool:
-    return op.backend is not None and op.backend.name == "torch"
-
-
-def _to_torch(leaf: Any, device: torch.device | str | None) -> torch.Tensor:
-    if isinstance(leaf, torch.Tensor):
-        value = leaf.detach().clone()
+def _tensor(x: Any, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+    """A copy of array `x` of any backend as a tensor on `device` (if given), floating-point
+    ones in `dtype`; bfloat16 stays bfloat16."""
+    if isinstance(x, torch.Tensor):
+        value = x.detach().clone()
     else:
-        value = torch.as_tensor(np.array(leaf))
+        a, bfloat16 = _layer.to_numpy(x)
+        value = torch.as_tensor(a, dtype=torch.bfloat16 if bfloat16 else None)
+    value = value.to(dtype) if value.is_floating_point() else value
     return value.to(device) if device is not None else value
-
-
-def _make_bias(
-    bias: bool | Any, d_out: int, dtype: torch.dtype, device: torch.device | str | None
-) -> nn.Parameter | None:
-    if bias is False or bias is None:
-        return None
-    if bias is True:
-        return nn.Parameter(torch.zeros(d_out, dtype=dtype, device=device))
-    if not is_array(bias):
-        raise TypeError(
-            f"bias must be a bool or an array of shape ({d_out},), got {type(bias).__name__}"
-        )
-    value = _to_torch(bias, device).to(dtype)
-    if tuple(value.shape) != (d_out,):
-        raise ValueError(f"bias must have shape ({d_out},), got {tuple(value.shape)}")
-    return nn.Parameter(value)

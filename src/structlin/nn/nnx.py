@@ -168,11 +168,14 @@ class Linear(nnx.Module):
             raise TypeError(
                 f"structlin.nn.nnx.Linear needs rngs=nnx.Rngs(seed), got {type(rngs).__name__}"
             )
-        # Everything but the trained arrays (sizes, leaf names, MupInfos, permutation
-        # indices): hashable, so nnx keeps it in the graph definition as static data.
-        self._meta = layer._meta
+        # The pytree layer without its arrays (sizes, leaf names, MupInfos, permutation
+        # indices): hashable, so nnx keeps it in the graph definition as static data. Its
+        # leaves are the named parameters, in order.
+        named = layer.named_parameters()
+        self._treedef = jax.tree_util.tree_structure(layer)
+        self._names = tuple(named)
         infos = layer.mup
-        for name, value in layer.named_parameters().items():
+        for name, value in named.items():
             if name != "bias" and hasattr(Linear, name):
                 raise ValueError(
                     f"the operator has a leaf named {name!r}, which is also an attribute of "
@@ -260,13 +263,8 @@ class Linear(nnx.Module):
         """The pytree layer [`structlin.nn.jax.Linear`][structlin.nn.jax.Linear] of the
         current parameter values: the functional core of the forward pass, and
         a way out of nnx (to `jax.jit`, equinox or a checkpoint of pytrees)."""
-        meta = self._meta
-        components = [n for n, s in zip(meta.names, meta.statics, strict=True) if s is None]
-        names = [*components, *(f"{n}_gain" for n in components if meta.weight_norm)]
-        named = {name: getattr(self, name)[...] for name in names}
-        if self.bias is not None:
-            named["bias"] = self.bias[...]
-        return _pytree_layers.Linear._from_named(meta, named)
+        leaves = [getattr(self, name)[...] for name in self._names]
+        return jax.tree_util.tree_unflatten(self._treedef, leaves)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """`y = x @ W^T + b` for `x` of shape `(..., in_features)`; `y` has shape `(..., out_features)`.
@@ -280,23 +278,23 @@ class Linear(nnx.Module):
     @property
     def in_features(self) -> int:
         """`d_in`."""
-        return self._meta.in_features
+        return self.to_layer().in_features
 
     @property
     def out_features(self) -> int:
         """`d_out`."""
-        return self._meta.out_features
+        return self.to_layer().out_features
 
     @property
     def structure(self) -> str:
         """The structure name, or the operator's class name for
         [`from_operator`][structlin.nn.nnx.Linear.from_operator]."""
-        return self._meta.structure
+        return self.to_layer().structure
 
     @property
     def weight_norm(self) -> bool:
         """Whether the components are weight-normalised."""
-        return self._meta.weight_norm
+        return self.to_layer().weight_norm
 
     @property
     def mup(self) -> dict[str, MupInfo]:
