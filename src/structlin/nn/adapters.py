@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from structlin.nn import dense_layers, selection
-from structlin.nn.linear import ComputedWeight, Linear
+from structlin.nn.computed_weight import ComputedWeight
+from structlin.nn.linear import Linear
 from structlin.nn.report import (
     LayerChange,
     SkippedLayer,

@@ -10,10 +10,9 @@ from torch import nn
 
 from structlin import rules
 from structlin.mup import MupInfo
-from structlin.nn import _layer, structures
-from structlin.nn._layer import BUFFER as _BUFFER
-from structlin.nn._layer import CONST as _CONST
-from structlin.nn._layer import PARAM as _PARAM  # noqa: F401 (read by serialization)
+from structlin.nn import _layer, monarch_checkpoint, structures
+from structlin.nn._layer import BUFFER, CONST
+from structlin.nn.computed_weight import ComputedWeight
 from structlin.operator import LinearOperator
 
 __all__ = ["Linear"]
@@ -275,40 +274,8 @@ class Linear(nn.Module):
             >>> layer(torch.randn(5, 10)).shape
             torch.Size([5, 13])
         """
-        from structlin.operators.monarch import Monarch
-
-        keys = [prefix + name for name in ("blkdiag1", "blkdiag2")]
-        missing = [key for key in keys if key not in state_dict]
-        if missing:
-            present = sorted(k for k in state_dict if k.startswith(prefix))[:8]
-            raise KeyError(
-                f"Linear.from_monarch_state_dict: no {', '.join(map(repr, missing))} in the "
-                f"state dict (keys under prefix {prefix!r}: {present}); give the prefix of the "
-                "MonarchLinear layer, e.g. prefix='mlp.fc1.'"
-            )
-        w1, w2 = (torch.as_tensor(state_dict[key]).detach() for key in keys)
-        if w1.dim() != 3 or w2.dim() != 3:
-            raise ValueError(
-                "Linear.from_monarch_state_dict: blkdiag1 and blkdiag2 must be 3-D, (k, q, p) "
-                f"and (l, s, r), got shapes {tuple(w1.shape)} and {tuple(w2.shape)}"
-            )
-        (nb1, _, p), (nb2, s, _) = w1.shape, w2.shape
-        d_in, d_out = nb1 * p, nb2 * s  # the padded sizes
-        if not (0 < in_features <= d_in and 0 < out_features <= d_out):
-            raise ValueError(
-                f"Linear.from_monarch_state_dict: blkdiag1 {tuple(w1.shape)} and blkdiag2 "
-                f"{tuple(w2.shape)} take {d_in} inputs and give {d_out} outputs, so "
-                f"in_features={in_features} and out_features={out_features} must be "
-                f"positive and at most {d_in} and {d_out}"
-            )
-        bias = state_dict.get(prefix + "bias")
-        op = Monarch(w1, w2, shape=(out_features, in_features))  # checks l r == k q
-        layer = cls.from_operator(
-            op,
-            False if bias is None else torch.as_tensor(bias).detach(),
-            dtype=dtype,
-            device=device,
-        )
+        op, bias = monarch_checkpoint.read(state_dict, in_features, out_features, prefix)
+        layer = cls.from_operator(op, False if bias is None else bias, dtype=dtype, device=device)
         layer.structure = "monarch"
         return layer
 
@@ -325,25 +292,7 @@ class Linear(nn.Module):
             TypeError: the layer's operator is not a [`Monarch`][structlin.Monarch]
                 in the original layout (`perms` `(None, (r, l), (l, s))`).
         """
-        from structlin.operators.monarch import Monarch
-
-        op = self.operator
-        if not isinstance(op, Monarch):
-            raise TypeError(
-                "to_monarch_state_dict needs a Monarch layer, but this layer holds "
-                f"{type(op).__name__}"
-            )
-        nb, s, r = op.blkdiag2.shape  # (l, s, r) in the original code's names
-        original = (None, (r, nb), (nb, s))
-        if op.perms != original:
-            raise TypeError(
-                f"to_monarch_state_dict needs the original layout, perms {original}, but this "
-                f"Monarch has perms {op.perms}"
-            )
-        out = {"blkdiag1": op.blkdiag1.clone(), "blkdiag2": op.blkdiag2.clone()}
-        if self.bias is not None:
-            out["bias"] = self.bias.detach().clone()
-        return out
+        return monarch_checkpoint.write(self.operator, self.bias)
 
     def _build(
         self,
@@ -373,11 +322,11 @@ class Linear(nn.Module):
         for name, role, leaf, info in zip(
             layout.names, layout.roles, leaves, layout.infos, strict=True
         ):
-            if role == _CONST:
+            if role == CONST:
                 continue
             value = _tensor(leaf, dtype, device)
             value = value if copy else torch.zeros_like(value)
-            if role == _BUFFER:
+            if role == BUFFER:
                 self.register_buffer(name, value)
                 continue
             parameter = nn.Parameter(value)
@@ -436,7 +385,7 @@ class Linear(nn.Module):
         # (role, name), or (CONST, value) for a constant: one per leaf of the operator.
         layout = self._layout
         return tuple(
-            (role, const if role == _CONST else name)
+            (role, const if role == CONST else name)
             for name, role, const in zip(layout.names, layout.roles, layout.consts, strict=True)
         )
 
@@ -446,7 +395,7 @@ class Linear(nn.Module):
         """`W` as a structlin operator of the current parameters (weight-normalised if
         enabled), differentiable with respect to them."""
         layout = self._layout
-        values = [None if r == _CONST else getattr(self, n) for r, n in self._slots]
+        values = [None if r == CONST else getattr(self, n) for r, n in self._slots]
         norm = [n for n in layout.mup] if layout.weight_norm else []
         gains = [getattr(self, n + "_gain") for n in norm]
         sigmas = [getattr(self, n + "_sigma") for n in norm]
@@ -529,37 +478,6 @@ class Linear(nn.Module):
         )
 
 
-class ComputedWeight(torch.Tensor):
-    """The dense matrix a structured layer computes, handed to code that reads `.weight`:
-    a tensor like any other, except that writing into it in place raises, because the
-    write could never reach the layer's parameters. Results of operations on it are
-    plain tensors."""
-
-    @classmethod
-    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        in_place = (name.endswith("_") and not name.endswith("__")) or name in (
-            "__setitem__",
-            "__set__",
-            "__iadd__",
-            "__isub__",
-            "__imul__",
-            "__itruediv__",
-        )
-        writes_self = in_place and args and isinstance(args[0], ComputedWeight)
-        writes_out = any(isinstance(t, ComputedWeight) for t in _as_tuple(kwargs.get("out")))
-        if writes_self or writes_out:
-            raise RuntimeError(
-                f"{name}: a structured layer's .weight is computed from its parameters on "
-                "access, so writing into it would change nothing; load weights with "
-                "load_state_dict, write the parameters (layer.named_parameters()), or "
-                "structlin.nn.densify the layer to train a dense weight"
-            )
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
-
-
 def _check_input(
     x: Any, layer: str, like: torch.Tensor | None, *, features: int | None = None
 ) -> None:
@@ -603,12 +521,6 @@ def _check_input(
                 f"{layer} has {like.dtype} parameters but got a {x.dtype} input; convert one "
                 f"of them (x.to({like.dtype}) or layer.to({x.dtype})){hint}"
             )
-
-
-def _as_tuple(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return ()
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 class _Torch:

@@ -25,8 +25,10 @@ import structlin
 from structlin import pytree
 from structlin.backends import get_backend
 from structlin.nn import dense_layers, selection
+from structlin.nn._layer import CONST as _CONST
+from structlin.nn._layer import PARAM as _PARAM
 from structlin.nn.adapters import Adapter
-from structlin.nn.linear import _CONST, _PARAM, Linear
+from structlin.nn.linear import Linear
 from structlin.nn.report import LayerChange, SurgeryReport, macs_per_token, parameter_count
 
 __all__ = ["apply_structure", "from_pretrained", "record_structure", "structure_spec"]
