@@ -546,25 +546,8 @@ def _normalised(G: jax.Array, gain: jax.Array, sigma: float) -> jax.Array:
 
 
 def _gather(treedef: pytree.TreeDef | None, node: Any) -> list[Any]:
-    """The leaves of `node`, an operator built from `treedef`, in `tree_flatten` order.
-
-    Guided by `treedef` rather than by the leaves' types, so it also reads layers
-    that JAX rebuilt with tuples or other containers as leaves.
-    """
-    out: list[Any] = []
-
-    def visit(d: Any, n: Any) -> None:
-        if d is None:
-            out.append(n)
-        elif isinstance(d, pytree.TreeDef):
-            for attr, child in zip(d.cls._children, d.children, strict=True):
-                visit(child, getattr(n, attr))
-        else:
-            for child, item in zip(d, n, strict=True):
-                visit(child, item)
-
-    visit(treedef, node)
-    return out
+    """The leaves of `node`, an operator built from `treedef`, in `tree_flatten` order."""
+    return [leaf for _, leaf in pytree.tree_leaves_with_path(treedef, node)]
 
 
 def _to_jax(x: Any) -> jax.Array:
