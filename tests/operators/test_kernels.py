@@ -209,3 +209,15 @@ def test_transpose_and_adjoint_share_their_rules(complex_) -> None:
     np.testing.assert_allclose(again.to_dense(), a.conj().T)
     leaves, treedef = pytree.tree_flatten(D)
     assert type(pytree.tree_unflatten(treedef, leaves)) is sl.Adjoint
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5])
+def test_two_core_btt_and_monarch_projections_agree(rank) -> None:
+    """The same matrix family, the same optimum: a 2-core BTT of rank `r` is the Monarch with
+    blocks `((n_1, r m_2, n_2), (m_2, m_1, n_1 r))`, and both projections are exact SVDs."""
+    ms, ns = (3, 4), (4, 2)
+    W = np.random.default_rng(rank).standard_normal((12, 8))
+    A = sl.project(W, sl.BTT, ms=ms, ns=ns, ranks=rank)
+    blocks = ((ns[0], rank * ms[1], ns[1]), (ms[1], ms[0], ns[0] * rank))
+    M = sl.project(W, sl.Monarch, blocks=blocks)
+    np.testing.assert_allclose(A.to_dense(), M.to_dense(), atol=1e-10)

@@ -251,7 +251,7 @@ def matmat(A: BTT, X: object):
     if A.transposed:
         return _apply_transposed(A.cores, X, A.backend)
     if len(A.cores) == 2:  # W X for the default-layout Monarch W: a kernel, if one applies
-        Y = by_kernel(MONARCH_COLS, X, *_monarch_blocks(A))
+        Y = by_kernel(MONARCH_COLS, A.backend, X, *_monarch_blocks(A))
         if Y is not None:
             return Y
     return _apply(A.cores, X, A.backend)
@@ -260,7 +260,7 @@ def matmat(A: BTT, X: object):
 @dispatch
 def rmatmat(X: object, A: BTT):
     if A.transposed and len(A.cores) == 2:  # X W^T: the layers' hot path
-        Y = by_kernel(MONARCH_ROWS, X, *_monarch_blocks(A))
+        Y = by_kernel(MONARCH_ROWS, A.backend, X, *_monarch_blocks(A))
         if Y is not None:
             return Y
     backend = A.backend

@@ -315,16 +315,18 @@ kernels.register_kernel(
 )
 
 
-def by_kernel(product: str, X: Array, blkdiag1: Array, blkdiag2: Array) -> Array | None:
-    """`product` of the default-layout `Monarch(blkdiag1, blkdiag2)` and `X` by a registered
-    kernel, or `None` when none applies (the caller then takes its generic path)."""
-    kernel = kernels.select(product, backend_of(X).name, X, blkdiag1, blkdiag2)
+def by_kernel(
+    product: str, backend: Backend, X: Array, blkdiag1: Array, blkdiag2: Array
+) -> Array | None:
+    """`product` of the default-layout `Monarch(blkdiag1, blkdiag2)` and `X` (arrays of
+    `backend`) by a registered kernel, or `None` when none applies (the caller then takes
+    its generic path)."""
+    kernel = kernels.select(product, backend.name, X, blkdiag1, blkdiag2)
     return None if kernel is None else kernel(X, blkdiag1, blkdiag2)
 
 
-def _untransposed_blocks(A: GeneralizedMonarch) -> tuple[Array, Array]:
+def _untransposed_blocks(A: GeneralizedMonarch, backend: Backend) -> tuple[Array, Array]:
     """`(blkdiag1, blkdiag2)` of the default-layout `N` with `A = N^T` (`A.perm_layout == TRANSPOSED`)."""
-    backend = A.backend
     return backend.swap_last(A.blocks[1]), backend.swap_last(A.blocks[0])
 
 
@@ -345,7 +347,7 @@ def kernel_for(A: GeneralizedMonarch, X: Array, side: str = "rows") -> kernels.K
         return kernels.select(MONARCH_COLS, backend.name, X, *A.blocks)
     if side == "rows" and A.perm_layout == TRANSPOSED:
         X = backend.pad_to(X, 1, _out_size(A.blocks))
-        return kernels.select(MONARCH_ROWS, backend.name, X, *_untransposed_blocks(A))
+        return kernels.select(MONARCH_ROWS, backend.name, X, *_untransposed_blocks(A, backend))
     if side not in ("rows", "cols"):
         raise ValueError(f"kernel_for: side must be 'rows' or 'cols', got {side!r}")
     return None
@@ -355,7 +357,7 @@ def kernel_for(A: GeneralizedMonarch, X: Array, side: str = "rows") -> kernels.K
 def matmat(A: GeneralizedMonarch, X: object):
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
-    Y = by_kernel(MONARCH_COLS, X, *A.blocks) if A.perm_layout == DEFAULT else None
+    Y = by_kernel(MONARCH_COLS, backend, X, *A.blocks) if A.perm_layout == DEFAULT else None
     if Y is None:
         Y = X
         for perm, blocks in zip(A.perms, A.blocks, strict=False):
@@ -372,11 +374,9 @@ def rmatmat(X: object, A: GeneralizedMonarch):
     rows = X.shape[0]
     X = backend.pad_to(X, 1, _out_size(A.blocks))
     # X N^T for a default-layout N: the layers' hot path.
-    Y = (
-        by_kernel(MONARCH_ROWS, X, *_untransposed_blocks(A))
-        if A.perm_layout == TRANSPOSED
-        else None
-    )
+    Y = None
+    if A.perm_layout == TRANSPOSED:
+        Y = by_kernel(MONARCH_ROWS, backend, X, *_untransposed_blocks(A, backend))
     if Y is None:
         Y = X
         for i in reversed(range(A.nfactors)):
