@@ -24,6 +24,7 @@ LAYERS = {
         "structlin._dispatch",
         "structlin.backends",
         "structlin.component",
+        "structlin.kernels",
     ),
     "core": (
         "structlin.operator",

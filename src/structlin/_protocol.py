@@ -77,17 +77,8 @@ def dense_fallback(op: Any, conjugate: bool) -> None:
     Warns with a [`DenseFallbackWarning`][structlin.DenseFallbackWarning], once per class,
     if `op`'s class has no structured rule for that transpose, naming the rule to register.
     An explicit lazy node around an operator that has one (`sl.Transpose(L)`) asked for the
-    node and is not warned about.
+    node and is not warned about. `op` is the innermost operator of nested lazy nodes.
     """
-    # The lazy nodes' module calls this one: imported here, as a top-level import would
-    # be a cycle.
-    from structlin.expressions.transpose import Adjoint, Transpose
-
-    # A lazy node inside a lazy node: the class to name is the innermost, which lacks the
-    # rule (`Transpose(Adjoint(A))` is `conj(A)`, dense where `A` has no `adjoint`).
-    while isinstance(op, Transpose | Adjoint):
-        conjugate = conjugate or isinstance(op, Adjoint)
-        op = op.op
     cls = type(op)
     rule = "adjoint" if conjugate else "transpose"
     if (cls, rule) in _warned:

@@ -32,7 +32,14 @@ from typing import Any, NamedTuple
 
 from structlin import backends
 
-__all__ = ["TreeDef", "register_with_jax", "tree_flatten", "tree_map", "tree_unflatten"]
+__all__ = [
+    "TreeDef",
+    "register_with_jax",
+    "tree_flatten",
+    "tree_leaves_with_path",
+    "tree_map",
+    "tree_unflatten",
+]
 
 _CLASSES: list[type] = []
 _OPERATOR_TYPES: set[type] = set()  # the same classes, for a membership test
@@ -101,6 +108,41 @@ def tree_unflatten(treedef: TreeDef | None, leaves: list[Any]) -> Any:
     out = build(treedef)
     if next(it, _SENTINEL) is not _SENTINEL:
         raise ValueError("tree_unflatten got more leaves than the tree definition holds")
+    return out
+
+
+def tree_leaves_with_path(
+    treedef: TreeDef | None, node: Any = _SENTINEL
+) -> list[tuple[tuple[str, ...], Any]]:
+    """Every leaf of the tree `treedef` describes, in leaf order, with its path.
+
+    A path is the attribute names and tuple indices from the root to the leaf,
+    `("blocks", "0")`; the root leaf of a lone array has the empty path. With
+    `node`, an operator of this structure, each leaf is read from it, guided by
+    `treedef` rather than by the leaves' types (so an operator JAX rebuilt with
+    tuples or other containers as leaves is read too); without it each leaf is `None`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> from structlin import pytree
+        >>> M = sl.Monarch.random(16, 16, nblocks=4, rng=0)
+        >>> [path for path, _ in pytree.tree_leaves_with_path(pytree.tree_flatten(M)[1])]
+        [('blocks', '0'), ('blocks', '1')]
+    """
+    out: list[tuple[tuple[str, ...], Any]] = []
+
+    def visit(d: Any, n: Any, path: tuple[str, ...]) -> None:
+        if d is None:
+            out.append((path, None if n is _SENTINEL else n))
+        elif isinstance(d, TreeDef):
+            for attr, child in zip(d.cls._children, d.children, strict=True):
+                visit(child, n if n is _SENTINEL else getattr(n, attr), (*path, attr))
+        else:
+            items = (_SENTINEL,) * len(d) if n is _SENTINEL else n
+            for i, (child, item) in enumerate(zip(d, items, strict=True)):
+                visit(child, item, (*path, str(i)))
+
+    visit(treedef, node, ())
     return out
 
 

@@ -3,9 +3,15 @@
 Every operator in structlin has a structured transpose; these nodes exist for
 user-defined operators. Applying them materialises the dense matrix of the
 wrapped operator (`O(mn)` memory, `O(mn)` time per column).
+
+They are one expression: `Adjoint` is a `Transpose` whose class sets the
+conjugation flag `conjugate`, and every rule below is written once for both,
+conjugating where the flag says so.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from structlin._checks import dense_backend
 from structlin._convert import to
@@ -17,6 +23,9 @@ from structlin.operator import LinearOperator
 
 class Transpose(LinearOperator):
     """`A^T` for an operator `A` of shape `(m, n)`; shape `(n, m)`.
+
+    [`Adjoint`][structlin.Adjoint] is the same node with `conjugate = True`
+    (`A^H`); both are instances of `Transpose`.
 
     Args:
         op: The operator `A`.
@@ -33,6 +42,8 @@ class Transpose(LinearOperator):
     """
 
     _children = ("op",)
+    conjugate: ClassVar[bool] = False
+    """Whether the node also conjugates (`A^H`): `False` here, `True` for `Adjoint`."""
 
     op: LinearOperator
 
@@ -45,8 +56,11 @@ class Transpose(LinearOperator):
         return (n, m)
 
 
-class Adjoint(LinearOperator):
+class Adjoint(Transpose):
     """`A^H = conj(A)^T` for an operator `A` of shape `(m, n)`; shape `(n, m)`.
+
+    A [`Transpose`][structlin.Transpose] with the conjugation flag set: every rule
+    is the transpose's, conjugated.
 
     Args:
         op: The operator `A`.
@@ -61,17 +75,16 @@ class Adjoint(LinearOperator):
                [2.-0.j]])
     """
 
-    _children = ("op",)
+    conjugate: ClassVar[bool] = True
 
-    op: LinearOperator
 
-    def __init__(self, op: LinearOperator):
-        self._set(op=op)
+def _is_real(A: LinearOperator) -> bool:
+    return A.dtype is None or not dense_backend(A)[0].is_complex(A.dtype)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        m, n = self.op.shape
-        return (n, m)
+
+def _conj(A: Transpose, value: object) -> object:
+    """`value`, conjugated if `A` is an `Adjoint`."""
+    return dense_backend(A)[0].conj(value) if A.conjugate else value
 
 
 @dispatch
@@ -83,25 +96,22 @@ def transpose(A: LinearOperator):
 @dispatch
 def adjoint(A: LinearOperator):
     """Fallback: `transpose(A)` for real `A`, else a lazy [`Adjoint`][structlin.Adjoint]."""
-    if A.dtype is None or not dense_backend(A)[0].is_complex(A.dtype):
-        return transpose(A)
-    return Adjoint(A)
+    return transpose(A) if _is_real(A) else Adjoint(A)
 
 
 @dispatch
 def to_dense(A: Transpose):
-    return dense_backend(A)[0].swap_last(to_dense(A.op))
-
-
-@dispatch
-def to_dense(A: Adjoint):
-    backend = dense_backend(A)[0]
-    return backend.conj(backend.swap_last(to_dense(A.op)))
+    return _conj(A, dense_backend(A)[0].swap_last(to_dense(A.op)))
 
 
 def _dense_like(A: LinearOperator, X: object):
     """`to_dense(A)` in `X`'s library, dtype and device where `A` is value-free (no backend)."""
-    dense_fallback(A.op, isinstance(A, Adjoint))  # warns once per class without the rule
+    # Warn once per class without the rule; in nested lazy nodes that is the innermost class
+    # (`Transpose(Adjoint(B))` is `conj(B)`, dense where `B` has no `adjoint`).
+    inner, conjugate = A.op, A.conjugate
+    while isinstance(inner, Transpose):
+        inner, conjugate = inner.op, conjugate or inner.conjugate
+    dense_fallback(inner, conjugate)
     if A.backend is not None:
         return to_dense(A)
     backend = backend_of(X)
@@ -109,61 +119,43 @@ def _dense_like(A: LinearOperator, X: object):
 
 
 @dispatch
-def matmat(A: Transpose | Adjoint, X: object):
+def matmat(A: Transpose, X: object):
     return backend_of(X).matmul(_dense_like(A, X), X)
 
 
 @dispatch
-def rmatmat(X: object, A: Transpose | Adjoint):
+def rmatmat(X: object, A: Transpose):
     return backend_of(X).matmul(X, _dense_like(A, X))
 
 
 @dispatch
 def transpose(A: Transpose):
-    return A.op
+    # (A^T)^T = A; (A^H)^T = conj(A) has no node of its own: a lazy transpose of A^H.
+    return Transpose(A) if A.conjugate else A.op
 
 
 @dispatch
-def adjoint(A: Adjoint):
-    return A.op
+def adjoint(A: Transpose):
+    # (A^H)^H = A, and (A^T)^H = conj(A), which is A for real A; else a lazy adjoint of A^T.
+    return A.op if A.conjugate or _is_real(A) else Adjoint(A)
 
 
 @dispatch
 def inv(A: Transpose):
-    return transpose(inv(A.op))
-
-
-@dispatch
-def inv(A: Adjoint):
-    return adjoint(inv(A.op))
+    return (adjoint if A.conjugate else transpose)(inv(A.op))
 
 
 @dispatch
 def slogdet(A: Transpose):
-    return slogdet(A.op)
-
-
-@dispatch
-def slogdet(A: Adjoint):
     sign, logabsdet = slogdet(A.op)
-    return dense_backend(A)[0].conj(sign), logabsdet
+    return _conj(A, sign), logabsdet
 
 
 @dispatch
 def diag(A: Transpose):
-    return diag(A.op)
-
-
-@dispatch
-def diag(A: Adjoint):
-    return dense_backend(A)[0].conj(diag(A.op))
+    return _conj(A, diag(A.op))
 
 
 @dispatch
 def components(A: Transpose):
-    return tuple(None if c is None else c.transposed() for c in components(A.op))
-
-
-@dispatch
-def components(A: Adjoint):
     return tuple(None if c is None else c.transposed() for c in components(A.op))

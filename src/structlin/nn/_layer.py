@@ -104,20 +104,7 @@ class Layout:
         Guided by the tree definition rather than by the leaves' types, so it also reads
         operators that JAX rebuilt with tuples or other containers as leaves.
         """
-        out: list[Any] = []
-
-        def visit(d: Any, n: Any) -> None:
-            if d is None:
-                out.append(n)
-            elif isinstance(d, pytree.TreeDef):
-                for attr, child in zip(d.cls._children, d.children, strict=True):
-                    visit(child, getattr(n, attr))
-            else:
-                for child, item in zip(d, n, strict=True):
-                    visit(child, item)
-
-        visit(self.treedef, node)
-        return out
+        return [leaf for _, leaf in pytree.tree_leaves_with_path(self.treedef, node)]
 
 
 def layout(op: Any, weight_norm: bool) -> tuple[Layout, list[Any]]:

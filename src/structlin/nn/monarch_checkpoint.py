@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from structlin.operator import LinearOperator
-from structlin.operators.monarch import Monarch
+from structlin.operators.monarch import DEFAULT, Monarch, default_perms
 
 __all__ = ["read", "write"]
 
@@ -58,12 +58,10 @@ def write(op: LinearOperator, bias: torch.Tensor | None) -> dict[str, torch.Tens
         raise TypeError(
             f"to_monarch_state_dict needs a Monarch layer, but this layer holds {type(op).__name__}"
         )
-    nb, s, r = op.blkdiag2.shape  # (l, s, r) in the original code's names
-    original = (None, (r, nb), (nb, s))
-    if op.perms != original:
+    if op.perm_layout != DEFAULT:
         raise TypeError(
-            f"to_monarch_state_dict needs the original layout, perms {original}, but this "
-            f"Monarch has perms {op.perms}"
+            "to_monarch_state_dict needs the original layout, perms "
+            f"{default_perms(tuple(op.blkdiag2.shape))}, but this Monarch has perms {op.perms}"
         )
     out = {"blkdiag1": op.blkdiag1.clone(), "blkdiag2": op.blkdiag2.clone()}
     if bias is not None:

@@ -220,20 +220,10 @@ def leaf_names(treedef: pytree.TreeDef | None) -> list[str]:
         >>> leaf_names(pytree.tree_flatten(template("monarch", 16, 16))[1])
         ['blocks_0', 'blocks_1']
     """
-    names: list[str] = []
-
-    def visit(node: Any, path: tuple[str, ...]) -> None:
-        if node is None:
-            names.append("_".join(path) or "array")
-        elif isinstance(node, pytree.TreeDef):
-            for attr, child in zip(node.cls._children, node.children, strict=True):
-                visit(child, (*path, attr.lstrip("_")))
-        else:
-            for i, child in enumerate(node):
-                visit(child, (*path, str(i)))
-
-    visit(treedef, ())
-    return names
+    return [
+        "_".join(name.lstrip("_") for name in path) or "array"
+        for path, _ in pytree.tree_leaves_with_path(treedef)
+    ]
 
 
 def project_onto(W: Array, structure: str, **spec: Any) -> LinearOperator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array, backend_of
+from structlin.backends import Array, Backend, backend_of
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.product import Product
@@ -117,10 +117,15 @@ def _square_blocks(A: BlockDiag, what: str) -> None:
         )
 
 
+def singular_blocks(blocks: Array, backend: Backend) -> list[int]:
+    """The indices of the singular matrices in the batch `blocks` `(nb, p, p)` (a sync:
+    called to word an error once an inverse or a solve has failed)."""
+    sign, _ = backend.slogdet(blocks)
+    return (backend.to_numpy(sign) == 0).nonzero()[0].tolist()
+
+
 def _singular_block(A: BlockDiag, error: SingularOperatorError) -> SingularOperatorError:
-    backend = A.backend
-    sign, _ = backend.slogdet(A.blocks)
-    bad = (backend.to_numpy(sign) == 0).nonzero()[0].tolist()
+    bad = singular_blocks(A.blocks, A.backend)
     where = f"block(s) {bad[:10]}" if bad else "a block"
     return SingularOperatorError(
         f"BlockDiag of shape {_checks.shape_str(A.shape)} is singular: {where} of shape "

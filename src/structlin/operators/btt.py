@@ -15,6 +15,7 @@ from structlin.component import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
+from structlin.operators.monarch import MONARCH_COLS, MONARCH_ROWS, by_kernel
 
 
 class BTT(LinearOperator):
@@ -247,32 +248,30 @@ def _apply_transposed(cores: tuple[Array, ...], X: Array, backend: Backend) -> A
 
 @dispatch
 def matmat(A: BTT, X: object):
-    if not A.transposed and _is_torch_monarch(A, X):  # W X = (X^T W^T)^T
-        return _monarch_rows(X.t(), A).t()
     if A.transposed:
         return _apply_transposed(A.cores, X, A.backend)
+    if len(A.cores) == 2:  # W X for the default-layout Monarch W: a kernel, if one applies
+        Y = by_kernel(MONARCH_COLS, A.backend, X, *_monarch_blocks(A))
+        if Y is not None:
+            return Y
     return _apply(A.cores, X, A.backend)
 
 
 @dispatch
 def rmatmat(X: object, A: BTT):
-    if A.transposed and _is_torch_monarch(A, X):  # X W^T: the layers' hot path
-        return _monarch_rows(X, A)
+    if A.transposed and len(A.cores) == 2:  # X W^T: the layers' hot path
+        Y = by_kernel(MONARCH_ROWS, A.backend, X, *_monarch_blocks(A))
+        if Y is not None:
+            return Y
     backend = A.backend
     return backend.swap_last(matmat(_wrap(A.cores, not A.transposed), backend.swap_last(X)))
 
 
-def _is_torch_monarch(A: BTT, X: Array) -> bool:
-    """Whether PyTorch's Monarch kernel applies: two real cores, i.e. the Monarch of the docstring."""
-    return len(A.cores) == 2 and A.backend.name == "torch" and not X.dtype.is_complex
-
-
-def _monarch_rows(X: Array, A: BTT) -> Array:
-    """`X W^T` for the two-core `W = BTT(L, R) = Monarch(R[:, 0], L[0])`, by the Monarch kernel."""
-    from structlin.operators._monarch_torch import rows_times_monarch_t
-
+def _monarch_blocks(A: BTT) -> tuple[Array, Array]:
+    """`(blkdiag1, blkdiag2)` of the default-layout Monarch that the two-core `W = BTT(L, R)`
+    is (the class docstring's identity): `(R[:, 0], L[0])`, views of the cores."""
     L, R = A.cores
-    return rows_times_monarch_t(X, R[:, 0], L[0])
+    return R[:, 0], L[0]
 
 
 @dispatch

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from structlin import _checks, rules
+from structlin import _checks, kernels, rules
 from structlin._checks import dense_backend
 from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend
@@ -25,10 +25,51 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators.permutation import _transpose_rows
+from structlin.operators.block_diag import singular_blocks
+from structlin.operators.permutation import stride_permute
 
 Stride = tuple[int, int] | None
 """A stride permutation `x -> x.reshape(rows, cols).T.reshape(-1)` as `(rows, cols)`; `None` is the identity."""
+
+DEFAULT = "default"
+"""`GeneralizedMonarch.perm_layout` of a two-factor matrix in the original code's layout,
+`perms == default_perms(blocks[1].shape)`: what the Monarch kernels compute."""
+
+TRANSPOSED = "transposed"
+"""`GeneralizedMonarch.perm_layout` of the transpose of a `DEFAULT` one (its `.T`, `.H` and `.inv()`)."""
+
+
+def default_perms(blkdiag2_shape: tuple[int, int, int]) -> tuple[Stride, Stride, Stride]:
+    """The permutations `(P_in, P_mid, P_out)` of the original Monarch layout: `(None, (r, l), (l, s))`.
+
+    `blkdiag2_shape = (l, s, r)` is the second factor's. The one place this layout
+    is written: [`Monarch`][structlin.Monarch]'s default, the `DEFAULT` and
+    `TRANSPOSED` layouts, and through them the kernels and `project` all read it.
+
+    Examples:
+        >>> from structlin.operators.monarch import default_perms
+        >>> default_perms((4, 3, 2))
+        (None, (2, 4), (4, 3))
+    """
+    l, s, r = blkdiag2_shape
+    return (None, (r, l), (l, s))
+
+
+def _layout_of(blocks: tuple[Array, ...], perms: tuple[Stride, ...]) -> str | None:
+    """`DEFAULT`, `TRANSPOSED` or `None` (any other permutations), read once from the permutations."""
+    if len(blocks) != 2:
+        return None
+    if perms == default_perms(tuple(blocks[1].shape)):
+        return DEFAULT
+    # The transpose of a default N has blocks (N.blkdiag2^T, N.blkdiag1^T) and N's
+    # permutations reversed and transposed.
+    nb, q, p = blocks[0].shape  # N.blkdiag2 = (nb, p, q)
+    if perms == tuple(_transposed(s) for s in reversed(default_perms((nb, p, q)))):
+        return TRANSPOSED
+    return None
+
+
+_FLIPPED = {DEFAULT: TRANSPOSED, TRANSPOSED: DEFAULT, None: None}
 
 
 class GeneralizedMonarch(LinearOperator):
@@ -59,6 +100,13 @@ class GeneralizedMonarch(LinearOperator):
     Padded operators, and square ones with rectangular blocks, fall back to the
     dense inverse and log-determinant.
 
+    `perm_layout` says, once, whether the permutations are the original Monarch layout
+    (`DEFAULT`, see `structlin.operators.monarch.default_perms`),
+    its transpose (`TRANSPOSED`: what `.T`, `.H` and `.inv()` of a default one give)
+    or neither (`None`). It is read from `perms` by the constructor and carried by
+    every derived operator, so the kernels (chosen through
+    [`structlin.kernels`][structlin.kernels]) never compare permutations.
+
     Args:
         blocks: Floating-point or complex arrays of shapes `(nb_i, q_i, p_i)`, in the
             order they are applied, all of one backend, dtype and device.
@@ -80,10 +128,11 @@ class GeneralizedMonarch(LinearOperator):
     """
 
     _children = ("blocks",)
-    _static = ("perms", "_shape")
+    _static = ("perms", "_shape", "perm_layout")
 
     blocks: tuple[Array, ...]
     perms: tuple[Stride, ...]
+    perm_layout: str | None
 
     def __init__(
         self,
@@ -147,7 +196,7 @@ class GeneralizedMonarch(LinearOperator):
                 f"{type(self).__name__} shape {_checks.shape_str(shape)} must be positive and "
                 f"at most the unpadded size {_checks.shape_str(full)} of its factors"
             )
-        self._set(blocks=blocks, perms=perms, _shape=shape)
+        self._set(blocks=blocks, perms=perms, _shape=shape, perm_layout=_layout_of(blocks, perms))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -199,9 +248,15 @@ def _check_perm(perm: Stride, size: int, what: str) -> None:
         )
 
 
-def _wrap(cls: type, blocks: tuple[Array, ...], perms: tuple[Stride, ...], shape: tuple[int, int]):
+def _wrap(
+    cls: type,
+    blocks: tuple[Array, ...],
+    perms: tuple[Stride, ...],
+    shape: tuple[int, int],
+    layout: str | None,
+):
     op = object.__new__(cls)
-    op._set(blocks=blocks, perms=perms, _shape=shape)
+    op._set(blocks=blocks, perms=perms, _shape=shape, perm_layout=layout)
     return op
 
 
@@ -210,7 +265,13 @@ def _transposed(perm: Stride) -> Stride:
 
 
 def _permute(X: Array, perm: Stride, backend: Backend) -> Array:
-    return X if perm is None else _transpose_rows(X, perm[0], perm[1], backend)
+    """`P X` for the columns of `X`."""
+    return X if perm is None else stride_permute(X, perm[0], perm[1], backend, axis=0)
+
+
+def _permute_rows(X: Array, perm: Stride, backend: Backend) -> Array:
+    """`X P` for the rows of `X`: each row `x` becomes `P^T x`."""
+    return X if perm is None else stride_permute(X, perm[1], perm[0], backend, axis=-1)
 
 
 def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
@@ -221,34 +282,88 @@ def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
     )
 
 
-def _torch_kernel_blocks(A: GeneralizedMonarch, X: Array, backend: Backend, transposed: bool):
-    """`(blkdiag1, blkdiag2)` of the default-layout Monarch `M` when `A` is `M` (or `M^T`, if
-    `transposed`) and the PyTorch kernel applies to `X`; else `None`."""
-    if len(A.blocks) != 2 or backend.name != "torch" or X.dtype.is_complex:
-        return None
-    first, second = reversed(A.blocks) if transposed else A.blocks
-    if transposed:
-        first, second = first.transpose(1, 2), second.transpose(1, 2)
-    l, s, r = second.shape
-    default = (None, (r, l), (l, s))
-    perms = tuple(_transposed(p) for p in reversed(A.perms)) if transposed else A.perms
-    return (first, second) if perms == default else None
+# The two products of a default-layout Monarch `M = Monarch(blkdiag1, blkdiag2)` (unpadded:
+# the rules pad and truncate around them) that kernels may compute; `BTT` with two cores
+# is such an `M` and takes them too. `structlin.kernels` picks a kernel by backend.
+MONARCH_COLS = kernels.declare_product(
+    "monarch: M @ X",
+    "(X (k p, n), blkdiag1 (k, q, p), blkdiag2 (l, s, r)) -> M X (l s, n), M in the default layout",
+)
+MONARCH_ROWS = kernels.declare_product(
+    "monarch: X @ M^T",
+    "(X (n, k p), blkdiag1 (k, q, p), blkdiag2 (l, s, r)) -> X M^T (n, l s), M in the default layout",
+)
+
+
+def _real_torch(X: Array, blkdiag1: Array, blkdiag2: Array) -> bool:
+    return not (X.dtype.is_complex or blkdiag1.dtype.is_complex)
+
+
+kernels.register_kernel(
+    MONARCH_COLS,
+    "torch",
+    "structlin.operators._monarch_torch:monarch_times_cols",
+    applies=_real_torch,
+    name="monarch-torch-cols",
+)
+kernels.register_kernel(
+    MONARCH_ROWS,
+    "torch",
+    "structlin.operators._monarch_torch:rows_times_monarch_t",
+    applies=_real_torch,
+    name="monarch-torch-rows",
+)
+
+
+def by_kernel(
+    product: str, backend: Backend, X: Array, blkdiag1: Array, blkdiag2: Array
+) -> Array | None:
+    """`product` of the default-layout `Monarch(blkdiag1, blkdiag2)` and `X` (arrays of
+    `backend`) by a registered kernel, or `None` when none applies (the caller then takes
+    its generic path)."""
+    kernel = kernels.select(product, backend.name, X, blkdiag1, blkdiag2)
+    return None if kernel is None else kernel(X, blkdiag1, blkdiag2)
+
+
+def _untransposed_blocks(A: GeneralizedMonarch, backend: Backend) -> tuple[Array, Array]:
+    """`(blkdiag1, blkdiag2)` of the default-layout `N` with `A = N^T` (`A.perm_layout == TRANSPOSED`)."""
+    return backend.swap_last(A.blocks[1]), backend.swap_last(A.blocks[0])
+
+
+def kernel_for(A: GeneralizedMonarch, X: Array, side: str = "rows") -> kernels.Kernel | None:
+    """The kernel `X @ A` (`side="rows"`, `X` of shape `(n, A.shape[0])`) or `A @ X`
+    (`side="cols"`) would run, or `None` for the generic path.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> from structlin.operators.monarch import kernel_for
+        >>> M = sl.Monarch.random(16, 16, nblocks=4, rng=0)
+        >>> kernel_for(M.T, np.ones((8, 16))) is None  # NumPy has no Monarch kernel
+        True
+    """
+    backend = backend_of(X)
+    if side == "cols" and A.perm_layout == DEFAULT:
+        X = backend.pad_to(X, 0, _in_size(A.blocks))
+        return kernels.select(MONARCH_COLS, backend.name, X, *A.blocks)
+    if side == "rows" and A.perm_layout == TRANSPOSED:
+        X = backend.pad_to(X, 1, _out_size(A.blocks))
+        return kernels.select(MONARCH_ROWS, backend.name, X, *_untransposed_blocks(A, backend))
+    if side not in ("rows", "cols"):
+        raise ValueError(f"kernel_for: side must be 'rows' or 'cols', got {side!r}")
+    return None
 
 
 @dispatch
 def matmat(A: GeneralizedMonarch, X: object):
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
-    kernel = _torch_kernel_blocks(A, X, backend, transposed=False)
-    if kernel is not None:
-        from structlin.operators._monarch_torch import monarch_times_cols
-
-        Y = monarch_times_cols(X, *kernel)
-        return Y if Y.shape[0] == A.shape[0] else Y[: A.shape[0]]
-    for perm, blocks in zip(A.perms, A.blocks, strict=False):
-        X = _apply_blocks(blocks, _permute(X, perm, backend), backend)
-    X = _permute(X, A.perms[-1], backend)
-    return X if X.shape[0] == A.shape[0] else X[: A.shape[0]]
+    Y = by_kernel(MONARCH_COLS, backend, X, *A.blocks) if A.perm_layout == DEFAULT else None
+    if Y is None:
+        Y = X
+        for perm, blocks in zip(A.perms, A.blocks, strict=False):
+            Y = _apply_blocks(blocks, _permute(Y, perm, backend), backend)
+        Y = _permute(Y, A.perms[-1], backend)
+    return Y if Y.shape[0] == A.shape[0] else Y[: A.shape[0]]
 
 
 @dispatch
@@ -258,53 +373,43 @@ def rmatmat(X: object, A: GeneralizedMonarch):
     backend = backend_of(X)
     rows = X.shape[0]
     X = backend.pad_to(X, 1, _out_size(A.blocks))
-    kernel = _torch_kernel_blocks(A, X, backend, transposed=True)
-    if kernel is not None:  # X M^T for a default-layout M: the layers' hot path
-        from structlin.operators._monarch_torch import rows_times_monarch_t
+    # X N^T for a default-layout N: the layers' hot path.
+    Y = None
+    if A.perm_layout == TRANSPOSED:
+        Y = by_kernel(MONARCH_ROWS, backend, X, *_untransposed_blocks(A, backend))
+    if Y is None:
+        Y = X
+        for i in reversed(range(A.nfactors)):
+            Y = _permute_rows(Y, A.perms[i + 1], backend)
+            nb, q, p = A.blocks[i].shape
+            Yb = backend.permute_dims(backend.reshape(Y, (rows, nb, q)), (1, 0, 2))
+            Y = backend.reshape(
+                backend.permute_dims(backend.block_matmul(Yb, A.blocks[i]), (1, 0, 2)),
+                (rows, nb * p),
+            )
+        Y = _permute_rows(Y, A.perms[0], backend)
+    return Y if Y.shape[1] == A.shape[1] else Y[:, : A.shape[1]]
 
-        Y = rows_times_monarch_t(X, *kernel)
-        return Y if Y.shape[1] == A.shape[1] else Y[:, : A.shape[1]]
-    for i in reversed(range(A.nfactors)):
-        X = _permute_rows(X, A.perms[i + 1], backend)
-        nb, q, p = A.blocks[i].shape
-        Xb = backend.permute_dims(backend.reshape(X, (rows, nb, q)), (1, 0, 2))
-        X = backend.reshape(
-            backend.permute_dims(backend.block_matmul(Xb, A.blocks[i]), (1, 0, 2)), (rows, nb * p)
-        )
-    X = _permute_rows(X, A.perms[0], backend)
-    return X if X.shape[1] == A.shape[1] else X[:, : A.shape[1]]
 
-
-def _permute_rows(X: Array, perm: Stride, backend: Backend) -> Array:
-    """`X @ P` for a stride permutation `P`: each row `x` becomes `P^T x`."""
-    if perm is None:
-        return X
-    rows, cols = perm
-    k = X.shape[0]
-    Y = backend.permute_dims(backend.reshape(X, (k, cols, rows)), (0, 2, 1))
-    return backend.reshape(Y, (k, rows * cols))
+def _reversed(A: GeneralizedMonarch, blocks: tuple[Array, ...], shape: tuple[int, int]):
+    """`A`'s class with `blocks` and `A`'s permutations reversed and transposed: the form of
+    `A^T`, `A^H` and `A^{-1}`, each a `TRANSPOSED` layout of a `DEFAULT` one and back."""
+    perms = tuple(_transposed(p) for p in reversed(A.perms))
+    return _wrap(type(A), blocks, perms, shape, _FLIPPED[A.perm_layout])
 
 
 @dispatch
 def transpose(A: GeneralizedMonarch):
     backend = A.backend
-    return _wrap(
-        type(A),
-        tuple(backend.swap_last(b) for b in reversed(A.blocks)),
-        tuple(_transposed(p) for p in reversed(A.perms)),
-        (A.shape[1], A.shape[0]),
-    )
+    blocks = tuple(backend.swap_last(b) for b in reversed(A.blocks))
+    return _reversed(A, blocks, (A.shape[1], A.shape[0]))
 
 
 @dispatch
 def adjoint(A: GeneralizedMonarch):
     backend = A.backend
-    return _wrap(
-        type(A),
-        tuple(backend.conj(backend.swap_last(b)) for b in reversed(A.blocks)),
-        tuple(_transposed(p) for p in reversed(A.perms)),
-        (A.shape[1], A.shape[0]),
-    )
+    blocks = tuple(backend.conj(backend.swap_last(b)) for b in reversed(A.blocks))
+    return _reversed(A, blocks, (A.shape[1], A.shape[0]))
 
 
 def _square_unpadded(A: GeneralizedMonarch) -> bool:
@@ -312,10 +417,8 @@ def _square_unpadded(A: GeneralizedMonarch) -> bool:
 
 
 def _singular_factor(A: GeneralizedMonarch) -> SingularOperatorError:
-    backend = A.backend
     for i, b in enumerate(A.blocks):
-        sign, _ = backend.slogdet(b)
-        bad = (backend.to_numpy(sign) == 0).nonzero()[0].tolist()
+        bad = singular_blocks(b, A.backend)
         if bad:
             return SingularOperatorError(
                 f"{type(A).__name__} of shape {_checks.shape_str(A.shape)} is singular: "
@@ -338,7 +441,7 @@ def inv(A: GeneralizedMonarch):
         blocks = tuple(backend.inv(b) for b in reversed(A.blocks))
     except SingularOperatorError:
         raise _singular_factor(A) from None
-    return _wrap(type(A), blocks, tuple(_transposed(p) for p in reversed(A.perms)), A.shape)
+    return _reversed(A, blocks, A.shape)
 
 
 @dispatch
@@ -396,11 +499,10 @@ def compose(A: GeneralizedMonarch, B: GeneralizedMonarch):
     """`Monarch^k`: chaining two unpadded generalised Monarch matrices gives one with all factors."""
     ok, junction = _merge(A.perms[0], B.perms[-1])
     if ok and not A.padded and not B.padded:
+        blocks = B.blocks + A.blocks
+        perms = (*B.perms[:-1], junction, *A.perms[1:])
         return _wrap(
-            GeneralizedMonarch,
-            B.blocks + A.blocks,
-            (*B.perms[:-1], junction, *A.perms[1:]),
-            (A.shape[0], B.shape[1]),
+            GeneralizedMonarch, blocks, perms, (A.shape[0], B.shape[1]), _layout_of(blocks, perms)
         )
     from structlin.expressions.product import Product
 
@@ -438,12 +540,23 @@ class Monarch(GeneralizedMonarch):
     `M^{-1} = B_1^{-1} P_mid^T B_2^{-1} P_out^T` is a `Monarch` of the block inverses
     (`O(k p^3 + l r^3)` to build, `O(n (p + r))` per vector).
 
+    `isinstance(op, Monarch)` means "two block-diagonal factors and three stride
+    permutations", not "the default layout": `M.T`, `M.H`, `M.inv()` and
+    `Monarch(..., perms=...)` (as [`dft`][structlin.dft] builds) are `Monarch`
+    operators too. The layout is `op.perm_layout`: `"default"` for the original
+    layout (`structlin.operators.monarch.default_perms`),
+    `"transposed"` for the transpose of one (`M.T`, `M.H`, `M.inv()` of a default
+    `M`), `None` otherwise. Code that needs the original layout (the kernels,
+    exporting to the original `MonarchLinear`) tests `op.perm_layout == "default"`,
+    never the permutations.
+
     Args:
         blkdiag1: Array of shape `(k, q, p)`, applied first.
         blkdiag2: Array of shape `(l, s, r)` with `l r == k q`, applied second.
         shape: `(d_out, d_in)` for padded sizes; defaults to `(l s, k p)`.
         perms: The three stride permutations `(P_in, P_mid, P_out)`, each `(rows, cols)`
-            or `None`; defaults to `(None, (r, l), (l, s))`, the original layout.
+            or `None`; defaults to the original layout `(None, (r, l), (l, s))`
+            (`structlin.operators.monarch.default_perms`).
             [`dft`][structlin.dft] uses `P_in = (a, b)`; transposes swap them.
 
     Raises:
@@ -475,7 +588,7 @@ class Monarch(GeneralizedMonarch):
                     "factor must consume exactly the first one's outputs"
                 )
             if perms is None:
-                perms = (None, (r, l), (l, s))
+                perms = default_perms((l, s, r))
         super().__init__((blkdiag1, blkdiag2), perms, shape)
 
     @property

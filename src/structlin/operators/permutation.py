@@ -248,10 +248,23 @@ class StridePermutation(Permutation):
         )
 
 
-def _transpose_rows(X: Any, rows: int, cols: int, backend: Backend) -> Any:
-    k = X.shape[1]
-    Y = backend.permute_dims(backend.reshape(X, (rows, cols, k)), (1, 0, 2))
-    return backend.reshape(Y, (rows * cols, k))
+def stride_permute(X: Any, rows: int, cols: int, backend: Backend, axis: int = 0) -> Any:
+    """The stride permutation `P = Permutation.stride(rows, cols)` applied along one axis of `X`.
+
+    `axis=0`: `P X` for `X` of shape `(rows cols, k)`; `axis=-1`: `P` applied to
+    every row of `X` of shape `(..., rows cols)`, which is `X P^T`, so `X P` is
+    `stride_permute(X, cols, rows, backend, axis=-1)`. The axis is viewed as
+    `(rows, cols)` and transposed: one copy. The one implementation of stride
+    permutations, for `StridePermutation` and the Monarch factors.
+    """
+    n = rows * cols
+    if axis == 0:
+        k = X.shape[1]
+        Y = backend.permute_dims(backend.reshape(X, (rows, cols, k)), (1, 0, 2))
+        return backend.reshape(Y, (n, k))
+    lead = tuple(X.shape[:-1])
+    Y = backend.swap_last(backend.reshape(X, (*lead, rows, cols)))
+    return backend.reshape(Y, (*lead, n))
 
 
 @dispatch
@@ -259,7 +272,7 @@ def matmat(A: StridePermutation, X: object):
     backend = backend_of(X)
     if A.rows == 1 or A.cols == 1:  # the identity: a copy, not a view of X
         return backend.copy(X)
-    return _transpose_rows(X, A.rows, A.cols, backend)
+    return stride_permute(X, A.rows, A.cols, backend)
 
 
 @dispatch
@@ -267,7 +280,7 @@ def rmatmat(X: object, A: StridePermutation):
     backend = backend_of(X)
     if A.rows == 1 or A.cols == 1:
         return backend.copy(X)
-    return backend.swap_last(_transpose_rows(backend.swap_last(X), A.cols, A.rows, backend))
+    return stride_permute(X, A.cols, A.rows, backend, axis=-1)  # X P: P^T on every row
 
 
 @dispatch
