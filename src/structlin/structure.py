@@ -63,7 +63,7 @@ class Structure:
     - `check(d_in, d_out, **options)` (optional) returns the options normalised
       (e.g. tuples of ints) or raises a `ValueError` for sizes the structure cannot take;
     - `project_options(d_in, d_out, **options)` (optional) returns the keywords of
-      [`structlin.project`][structlin.project] for [`operator`][structlin.structure.Structure.operator]
+      [`structlin.project`][structlin.project] for `operator`
       (by default the options themselves), so projecting a layer onto the structure is
       the operator's own `project` rule;
     - `layout(d_in, d_out, **options)` (optional) returns the default layout, for a
@@ -173,7 +173,7 @@ class Structure:
 
     def project(self, W: Array, **spec: Any) -> LinearOperator:
         """The operator of this structure nearest to the `(d_out, d_in)` matrix `W`
-        ([`structlin.project`][structlin.project] onto [`operator`][structlin.structure.Structure.operator]),
+        ([`structlin.project`][structlin.project] onto `operator`),
         with the shapes [`build`][structlin.structure.Structure.build] gives."""
         from structlin.functions import project  # the checked public function
 
