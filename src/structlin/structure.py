@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # records compare (and hash) by identity
 class Structure:
     """A named structure for layers: its operator class, options and how to build one.
 
