@@ -45,6 +45,7 @@ from hypothesis import strategies as st
 
 import structlin as sl
 from conformance import to_backend, to_numpy
+from structlin.structure import registered_structures
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -1007,7 +1008,7 @@ def _layer() -> Any:
     return snn.Linear(16, 8, "monarch", nblocks=4)
 
 
-LAYER_STRUCTURES = ("monarch", "dense", "kron", "btt", "tt", "blockdiag", "lowrank")
+LAYER_STRUCTURES = registered_structures()  # as registered at collection
 
 
 @probe("layer: meta input on a CPU layer")

@@ -44,7 +44,8 @@ def runnable(attributes: str) -> bool:
 def test_page_snippets_run(page: pathlib.Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("jax")
-    namespace: dict = {"__name__": f"docs_{page.stem}"}
+    # The module name must be an identifier: plum resolves a rule's annotations through it.
+    namespace: dict = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
     for index, (attributes, snippet) in enumerate(SNIPPET.findall(page.read_text())):
         if runnable(attributes):
             exec(compile(snippet, f"{page.name} snippet {index}", "exec"), namespace)

@@ -51,6 +51,8 @@ against its dense matrix.
 
 from __future__ import annotations
 
+import typing
+
 from structlin._checks import dense_backend
 from structlin._dispatch import dispatch
 from structlin.backends import backend_of
@@ -137,9 +139,12 @@ def project(W: object, structure: type[LinearOperator], **spec):
 
     `structure` is the operator class; `spec` its size parameters (e.g. `nblocks`).
     """
+    # The classes with a projection, read from the registered methods when raising.
+    targets = [t for types, _ in project.signatures for t in typing.get_args(types[1])]
+    names = [t.__name__ for t in targets if t is not LinearOperator]
     raise TypeError(
-        f"no projection onto {structure.__name__}; structlin projects onto Dense, Diagonal, "
-        "BlockDiag, LowRank, Kron, Monarch, TT and BTT. Register one with "
+        f"no projection onto {structure.__name__}; structlin projects onto "
+        f"{', '.join(names[:-1])} and {names[-1]}. Register one with "
         f"`@structlin.rules.dispatch def project(W: object, structure: type[{structure.__name__}], ...)`"
     )
 

@@ -27,9 +27,12 @@ from structlin.nn.jax import (  # noqa: E402
     scale_by_mup,
     scale_updates,
 )
-from structlin.nn.structures import STRUCTURES, leaf_names  # noqa: E402
+from structlin.nn.structures import leaf_names  # noqa: E402
+from structlin.structure import registered_structures  # noqa: E402
 
 D_IN, D_OUT = 12, 8  # not square, so a transposed W cannot pass
+# Every registered structure, as registered at collection.
+STRUCTURES = registered_structures()
 TOL = 1e-12
 
 

@@ -15,8 +15,10 @@ torch = pytest.importorskip("torch")
 import structlin as sl  # noqa: E402
 import structlin.nn as snn  # noqa: E402
 from structlin import pytree, rules  # noqa: E402
-from structlin.nn.structures import STRUCTURES  # noqa: E402
+from structlin.structure import registered_structures  # noqa: E402
 
+# Every registered structure, as registered at collection.
+STRUCTURES = registered_structures()
 TOL = {torch.float32: 2e-5, torch.float64: 1e-12}
 
 

@@ -21,9 +21,12 @@ import structlin as sl  # noqa: E402
 import structlin.nn.jax as sjax  # noqa: E402
 import structlin.nn.nnx as snnx  # noqa: E402
 from structlin import pytree  # noqa: E402
-from structlin.nn.structures import STRUCTURES, template  # noqa: E402
+from structlin.nn.structures import template  # noqa: E402
+from structlin.structure import registered_structures  # noqa: E402
 
 D_IN, D_OUT = 12, 8  # not square, so a transposed W cannot pass
+# Every registered structure, as registered at collection.
+STRUCTURES = registered_structures()
 LR, WD = 1e-2, 0.1
 
 

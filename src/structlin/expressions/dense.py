@@ -120,3 +120,17 @@ def project(W: object, structure: type[Dense]):
 def components(A: Dense):
     m, n = A.shape
     return (Component(1, m, n),)
+
+
+# -- the layer structure "dense" (see structlin.structure) ------------------------------------
+from structlin.structure import Structure, register_structure  # noqa: E402
+
+register_structure(
+    Structure(
+        "dense",
+        Dense,
+        lambda zeros, d_in, d_out: Dense(zeros(d_out, d_in)),
+        doc_operator="[`Dense`][structlin.Dense]",
+        doc_parameters="`d_out d_in`",
+    )
+)

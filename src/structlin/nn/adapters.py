@@ -162,8 +162,8 @@ def add_adapters(
 
     Args:
         model: The model to edit.
-        structure: A structure name (`"monarch"`, `"btt"`, `"lowrank"`, `"kron"`,
-            `"blockdiag"`, `"tt"`, `"dense"`), or a callable
+        structure: A registered structure name (`"monarch"`, `"btt"`, `"lowrank"`, ...; see
+            [`structlin.nn.structures`][structlin.nn.structures]), or a callable
             `make(in_features, out_features)` returning any operator expression.
         filter: Which layers (as in [`replace_linear`][structlin.nn.replace_linear]).
         freeze: Freeze every parameter but the deltas'.

@@ -199,8 +199,8 @@ class Linear:
             key: A JAX PRNG key (`jax.random.key(seed)`), or an integer seed.
             in_features: `d_in`.
             out_features: `d_out`.
-            structure: One of `"dense"`, `"lowrank"`, `"kron"`, `"blockdiag"`,
-                `"monarch"`, `"tt"`, `"btt"`; see [`structlin.nn.structures`][structlin.nn.structures].
+            structure: A registered structure's name (`"monarch"`, `"btt"`, ...; see
+                [`structlin.nn.structures`][structlin.nn.structures]).
             bias: Whether to add a learnable bias `b` of shape `(d_out,)`.
             weight_norm: Reparameterise each component as in
                 [`Linear`][structlin.nn.jax.Linear].

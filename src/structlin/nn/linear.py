@@ -33,9 +33,8 @@ class Linear(nn.Module):
 
     Build a layer from a structure name (parameters drawn at the μP scale),
 
-    - `Linear(d_in, d_out, "monarch", nblocks=4)`, and likewise `"dense"`,
-      `"lowrank"` (`rank`), `"kron"` (`factors`), `"blockdiag"` (`nblocks`),
-      `"tt"` and `"btt"` (`rank`, `ncores`): see [`structlin.nn.structures`][structlin.nn.structures];
+    - `Linear(d_in, d_out, "monarch", nblocks=4)`, or any registered structure with its
+      options (the table in [`structlin.nn.structures`][structlin.nn.structures]);
 
     from any operator expression, `Linear.from_operator(op)`, whose arrays become
     the parameters; or from a trained `nn.Linear` by projection,
@@ -58,8 +57,8 @@ class Linear(nn.Module):
     Args:
         in_features: `d_in`.
         out_features: `d_out`.
-        structure: One of `"dense"`, `"lowrank"`, `"kron"`, `"blockdiag"`,
-            `"monarch"`, `"tt"`, `"btt"`.
+        structure: A registered structure's name (`"monarch"`, `"btt"`, ...; see
+            [`structlin.nn.structures`][structlin.nn.structures]).
         bias: Whether to add a learnable bias (initialised to zero).
         weight_norm: Reparameterise each component as above.
         zero_init_last: Zero the components that write the layer's output (for the

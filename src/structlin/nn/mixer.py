@@ -11,10 +11,17 @@ from torch import nn
 from structlin import _checks
 from structlin.nn import _monarch_conv
 from structlin.nn.linear import Linear, _check_input
+from structlin.structure import get_structure, registered_structures
 
 __all__ = ["MonarchMixer"]
 
-_STRUCTURES = ("monarch", "blockdiag", "dense")
+
+def _structures() -> tuple[str, ...]:
+    """The registered structures the mixer can build from `nblocks` alone: those whose
+    only option is `nblocks` (`"monarch"`, `"blockdiag"`) or that take none (`"dense"`)."""
+    return tuple(
+        name for name in registered_structures() if set(get_structure(name).options) <= {"nblocks"}
+    )
 
 
 class MonarchMixer(nn.Module):
@@ -85,7 +92,8 @@ class MonarchMixer(nn.Module):
         d_model: Width `d`.
         max_len: The longest sequence the layer takes (the kernel's length).
         causal: GPT-style causal mixing (default), or bidirectional.
-        structure: `"monarch"` (default), `"blockdiag"` or `"dense"` for the four projections.
+        structure: `"monarch"` (default), `"blockdiag"` or `"dense"` for the four projections
+            (or a registered structure whose only option is `nblocks`, or that takes none).
         nblocks: Blocks of the Monarch or block-diagonal projections.
         mlp_ratio: Hidden width of the MLP over `d`.
         short_kernel: Taps of the short depthwise convolution.
@@ -133,9 +141,10 @@ class MonarchMixer(nn.Module):
         d_model = _checks.size(d_model, "MonarchMixer: d_model")
         max_len = _checks.size(max_len, "MonarchMixer: max_len")
         short_kernel = _checks.size(short_kernel, "MonarchMixer: short_kernel")
-        if structure not in _STRUCTURES:
+        choices = _structures()
+        if structure not in choices:
             raise ValueError(
-                f"MonarchMixer: structure must be one of {', '.join(map(repr, _STRUCTURES))}, "
+                f"MonarchMixer: structure must be one of {', '.join(map(repr, choices))}, "
                 f"got {structure!r}"
             )
         hidden = round(mlp_ratio * d_model)
@@ -148,7 +157,7 @@ class MonarchMixer(nn.Module):
             zero_init_residual,
         )
         d = self.d_model
-        spec = {} if structure == "dense" else {"nblocks": nblocks}
+        spec = {"nblocks": nblocks} if "nblocks" in get_structure(structure).options else {}
         kw = {"dtype": dtype or torch.get_default_dtype(), "device": device}
         zero = {"zero_init_last": zero_init_residual}
 

@@ -107,8 +107,8 @@ class Linear(nnx.Module):
     Args:
         in_features: `d_in`.
         out_features: `d_out`.
-        structure: One of `"dense"`, `"lowrank"`, `"kron"`, `"blockdiag"`,
-            `"monarch"`, `"tt"`, `"btt"`; see [`structlin.nn.structures`][structlin.nn.structures].
+        structure: A registered structure name (`"monarch"`, `"lowrank"`, ...); see
+            [`structlin.nn.structures`][structlin.nn.structures] for the table.
         rngs: The `nnx.Rngs` whose `params` stream draws the components (one key
             per layer, split over its components).
         bias: Whether to add a learnable bias `b` of shape `(d_out,)`, initially zero.

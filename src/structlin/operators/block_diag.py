@@ -200,3 +200,33 @@ def project(W: object, structure: type[BlockDiag], *, nblocks: int):
 @dispatch
 def components(A: BlockDiag):
     return (Component(*A.blocks.shape, block_axes=(0,)),)
+
+
+# -- the layer structure "blockdiag" (see structlin.structure) --------------------------------
+from structlin.structure import Structure, register_structure  # noqa: E402
+
+
+def _layer_check(d_in: int, d_out: int, *, nblocks: int) -> dict[str, int]:
+    if d_in % nblocks or d_out % nblocks:
+        raise ValueError(
+            f"blockdiag with nblocks={nblocks} needs d_in and d_out divisible by {nblocks}, got "
+            f"d_in={d_in}, d_out={d_out}; pick a common divisor (Monarch pads instead)"
+        )
+    return {"nblocks": nblocks}
+
+
+register_structure(
+    Structure(
+        "blockdiag",
+        BlockDiag,
+        lambda zeros, d_in, d_out, *, nblocks: BlockDiag(
+            zeros(nblocks, d_out // nblocks, d_in // nblocks)
+        ),
+        options={"nblocks": 4},
+        sizes=("nblocks",),
+        check=_layer_check,
+        doc_options="`nblocks` (4)",
+        doc_operator="[`BlockDiag`][structlin.BlockDiag]",
+        doc_parameters="`d_out d_in / b`",
+    )
+)

@@ -396,3 +396,32 @@ def components(A: BTT):
         for t, G in enumerate(A.cores)
     )
     return tuple(f.transposed() for f in found) if A.transposed else found
+
+
+# -- the layer structure "btt" (see structlin.structure) --------------------------------------
+from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
+
+
+def _layer_template(zeros: Any, d_in: int, d_out: int, *, rank: int, ncores: int) -> BTT:
+    ms, ns = balanced_factors(d_out, ncores), balanced_factors(d_in, ncores)
+    ranks = (rank,) * (ncores - 1)
+    return BTT(*(zeros(*shape) for shape in _core_shapes(ms, ns, ranks)))
+
+
+register_structure(
+    Structure(
+        "btt",
+        BTT,
+        _layer_template,
+        options={"rank": 1, "ncores": 2},
+        sizes=("rank", "ncores"),
+        project_options=lambda d_in, d_out, *, rank, ncores: {
+            "ms": balanced_factors(d_out, ncores),
+            "ns": balanced_factors(d_in, ncores),
+            "ranks": rank,
+        },
+        doc_options="`rank` (1), `ncores` (2)",
+        doc_operator="[`BTT`][structlin.BTT]",
+        doc_parameters="about `c r d^{1+1/c}`",
+    )
+)

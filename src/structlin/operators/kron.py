@@ -243,3 +243,52 @@ def components(A: Kron):
             c = c.placed(first=i == 0, last=i == d - 1)
             out.append(Component(c.batch * rest, c.fan_out, c.fan_in, c.first, c.last))
     return tuple(out)
+
+
+# -- the layer structure "kron" (see structlin.structure) -------------------------------------
+from typing import Any  # noqa: E402
+
+from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
+
+
+def _layer_factors(d_in: int, d_out: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Balanced factors: `((m1, n1), (m2, n2))` with `m1 m2 = d_out`, `n1 n2 = d_in`."""
+    (m1, m2), (n1, n2) = balanced_factors(d_out, 2), balanced_factors(d_in, 2)
+    return ((m1, n1), (m2, n2))
+
+
+def _layer_check(d_in: int, d_out: int, *, factors: Any) -> dict[str, Any]:
+    if len(factors) != 2 or any(len(f) != 2 for f in factors):
+        raise ValueError(
+            f"kron factors must be ((m1, n1), (m2, n2)) of positive integers, got {factors!r}"
+        )
+    (m1, n1), (m2, n2) = factors = tuple(
+        tuple(_checks.size(v, f"kron factors[{i}][{j}]") for j, v in enumerate(f))
+        for i, f in enumerate(factors)
+    )
+    if (m1 * m2, n1 * n2) != (d_out, d_in):
+        raise ValueError(
+            f"kron factors {factors} give a {m1 * m2} x {n1 * n2} matrix, not "
+            f"{d_out} x {d_in}; choose ((m1, n1), (m2, n2)) with m1 m2 = d_out and n1 n2 = d_in"
+        )
+    return {"factors": factors}
+
+
+def _layer_template(zeros: Any, d_in: int, d_out: int, *, factors: Any) -> Kron:
+    (m1, n1), (m2, n2) = factors
+    return Kron(zeros(m1, n1), zeros(m2, n2))
+
+
+register_structure(
+    Structure(
+        "kron",
+        Kron,
+        _layer_template,
+        options={"factors": _layer_factors},
+        check=_layer_check,
+        project_options=lambda d_in, d_out, *, factors: {"factor_shapes": factors},
+        doc_options="`factors=((m1, n1), (m2, n2))` (balanced)",
+        doc_operator="[`Kron`][structlin.Kron] of two `Dense`",
+        doc_parameters="`m1 n1 + m2 n2`",
+    )
+)

@@ -153,3 +153,20 @@ def components(A: LowRank):
     # A @ x = U (V x): V reads the input, U writes the output.
     (m, r), n = A.U.shape, A.V.shape[1]
     return (Component(1, m, r, first=False), Component(1, r, n, last=False))
+
+
+# -- the layer structure "lowrank" (see structlin.structure) ----------------------------------
+from structlin.structure import Structure, register_structure  # noqa: E402
+
+register_structure(
+    Structure(
+        "lowrank",
+        LowRank,
+        lambda zeros, d_in, d_out, *, rank: LowRank(zeros(d_out, rank), zeros(rank, d_in)),
+        options={"rank": lambda d_in, d_out: max(1, round(math.sqrt(min(d_in, d_out))))},
+        sizes=("rank",),
+        doc_options="`rank` (`round(sqrt(min(d_in, d_out)))`)",
+        doc_operator="[`LowRank`][structlin.LowRank] `U V`",
+        doc_parameters="`(d_in + d_out) r`",
+    )
+)

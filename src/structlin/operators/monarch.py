@@ -756,3 +756,32 @@ def components(A: GeneralizedMonarch):
         Component(*block.shape, first=i == 0, last=i == c - 1, block_axes=(0,))
         for i, block in enumerate(A.blocks)
     )
+
+
+# -- the layer structure "monarch" (see structlin.structure) ----------------------------------
+from typing import Any  # noqa: E402
+
+from structlin.structure import Structure, register_structure  # noqa: E402
+
+
+def _layer_template(zeros: Any, d_in: int, d_out: int, *, nblocks: int) -> Monarch:
+    first, second = Monarch.layout(d_in, d_out, nblocks)
+    return Monarch(zeros(*first), zeros(*second), shape=(d_out, d_in))
+
+
+register_structure(
+    Structure(
+        "monarch",
+        Monarch,
+        _layer_template,
+        options={"nblocks": 4},
+        sizes=("nblocks",),
+        project_options=lambda d_in, d_out, *, nblocks: {
+            "blocks": Monarch.layout(d_in, d_out, nblocks)
+        },
+        layout=Monarch.layout,
+        doc_options="`nblocks` (4)",
+        doc_operator="[`Monarch`][structlin.Monarch] in [`layout`][structlin.Monarch.layout]",
+        doc_parameters="about `2 d^2 / b`",
+    )
+)

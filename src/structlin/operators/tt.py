@@ -255,3 +255,34 @@ def components(A: TT):
         )
         for t, G in enumerate(A.cores)
     )
+
+
+# -- the layer structure "tt" (see structlin.structure) ---------------------------------------
+from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
+
+
+def _layer_template(zeros: Any, d_in: int, d_out: int, *, rank: int, ncores: int) -> TT:
+    ms, ns = balanced_factors(d_out, ncores), balanced_factors(d_in, ncores)
+    bonds = (1, *(rank,) * (ncores - 1), 1)
+    return TT(
+        *(zeros(bonds[t], m, n, bonds[t + 1]) for t, (m, n) in enumerate(zip(ms, ns, strict=True)))
+    )
+
+
+register_structure(
+    Structure(
+        "tt",
+        TT,
+        _layer_template,
+        options={"rank": 16, "ncores": 2},
+        sizes=("rank", "ncores"),
+        project_options=lambda d_in, d_out, *, rank, ncores: {
+            "ms": balanced_factors(d_out, ncores),
+            "ns": balanced_factors(d_in, ncores),
+            "ranks": rank,
+        },
+        doc_options="`rank` (16), `ncores` (2)",
+        doc_operator="[`TT`][structlin.TT]",
+        doc_parameters="about `c r^2 d^{2/c}`",
+    )
+)
