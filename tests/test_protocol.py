@@ -5,6 +5,7 @@ at construction; built-in operators never warn."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from typing import Any
 
@@ -197,7 +198,11 @@ def _operator_classes() -> set[type]:
     found, todo = set(), [sl.LinearOperator]
     while todo:
         for sub in todo.pop().__subclasses__():
-            if sub.__module__.startswith("structlin.") and sub not in found:
+            # Classes structlin's modules define, not those a docstring example defines
+            # while the doctests run in the same process (their `__module__` is the module's).
+            module = sys.modules.get(sub.__module__)
+            defined = getattr(module, sub.__qualname__, None) is sub
+            if sub.__module__.startswith("structlin.") and defined and sub not in found:
                 found.add(sub)
                 todo.append(sub)
     return found
