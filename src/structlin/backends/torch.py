@@ -123,6 +123,13 @@ class TorchBackend(Backend):
         except TypeError:  # a dtype NumPy lacks (bfloat16, float8, complex32)
             return t.to(torch.complex64 if t.is_complex() else torch.float32).numpy(), name
 
+    def import_array(self, host: np.ndarray, dtype: DType | str) -> Array:
+        # A read-only host array (a JAX array's buffer) is copied: a tensor is writable,
+        # and writing into one that shares an immutable array's memory would change it.
+        if not host.flags.writeable:
+            host = host.copy()
+        return torch.as_tensor(host, dtype=self.canonical_dtype(dtype))
+
     def torch_function(
         self, func: Any, args: tuple[Any, ...], kwargs: Any, rmatmul: Callable[[Any, Any], Any]
     ) -> Any:
