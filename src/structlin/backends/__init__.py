@@ -103,7 +103,8 @@ _REGISTRY: dict[str, _Registration] = {}
 # `(registration, array types)` of the registered libraries imported so far, in
 # registration order (see `_loaded`): a library's array types are looked up once.
 _LOADED_ARRAY_TYPES: list[tuple[_Registration, tuple[type, ...]]] = []
-_LOADED_NAMES: set[str] = set()
+# The registrations whose library is not imported yet.
+_PENDING: list[_Registration] = []
 
 
 def register_backend(
@@ -155,9 +156,10 @@ def register_backend(
     """
     if name in _REGISTRY:
         raise ValueError(f"a backend named {name!r} is already registered")
-    _REGISTRY[name] = _Registration(
+    _REGISTRY[name] = reg = _Registration(
         name, backend, library, tuple(array_types), tuple(dtype_types), label or name, asarray
     )
+    _PENDING.append(reg)
 
 
 def available_backends() -> tuple[str, ...]:
@@ -200,20 +202,25 @@ def get_backend(name: str) -> Backend:
 def _loaded() -> list[tuple[_Registration, tuple[type, ...]]]:
     """`(registration, array types)` of the registered libraries imported so far, brought
     up to date with those imported since the last call."""
-    if len(_LOADED_NAMES) < len(_REGISTRY):
-        for name, reg in _REGISTRY.items():
-            if name not in _LOADED_NAMES:
-                types = reg.loaded_types(reg.array_types)
-                if types is not None:
-                    _LOADED_NAMES.add(name)
-                    _LOADED_ARRAY_TYPES.append((reg, types))
-                    order = list(_REGISTRY)
-                    _LOADED_ARRAY_TYPES.sort(key=lambda entry: order.index(entry[0].name))
+    if _PENDING:
+        _load_pending()
     return _LOADED_ARRAY_TYPES
 
 
+def _load_pending() -> None:
+    for reg in list(_PENDING):
+        types = reg.loaded_types(reg.array_types)
+        if types is not None:
+            _PENDING.remove(reg)
+            _LOADED_ARRAY_TYPES.append((reg, types))
+            order = list(_REGISTRY)
+            _LOADED_ARRAY_TYPES.sort(key=lambda entry: order.index(entry[0].name))
+
+
 def _lookup(x: object) -> Backend | None:
-    for reg, types in _loaded():
+    if _PENDING:
+        _load_pending()
+    for reg, types in _LOADED_ARRAY_TYPES:
         if isinstance(x, types):
             return get_backend(reg.name)
     return None
