@@ -129,20 +129,23 @@ def test_messages_list_the_registered_backends() -> None:
 
 def test_backend_facts() -> None:
     numpy = get_backend("numpy")
-    assert numpy.mutable and numpy.cola_functions == "np_fns"
+    assert numpy.mutable
+    assert numpy.cola_functions == "np_fns"
     assert numpy.foreign_device("cpu") is None
     assert numpy.pickle_device("cpu") is None
     if "torch" in HAS:
         import torch
 
         t = get_backend("torch")
-        assert t.mutable and t.cola_functions == "torch_fns"
+        assert t.mutable
+        assert t.cola_functions == "torch_fns"
         assert t.foreign_device(torch.device("cpu")) == torch.device("cpu")
     if "jax" in HAS:
         import jax
 
         j = get_backend("jax")
-        assert not j.mutable and j.cola_functions == "jax_fns"
+        assert not j.mutable
+        assert j.cola_functions == "jax_fns"
         device = jax.devices()[0]
         assert j.foreign_device(device) is None
         assert j.pickle_device(device).device() == device
@@ -201,12 +204,14 @@ def test_torch_half_precision_to_jax_and_back(dtype: str) -> None:
     d = torch.as_tensor(rng.uniform(1, 2, 4), dtype=getattr(torch, dtype))
     op = sl.Dense(w) @ sl.Diagonal(d)
     j = sl.to(op, backend="jax")
-    assert j.backend is get_backend("jax") and j.dtype == jnp.dtype(dtype)
+    assert j.backend is get_backend("jax")
+    assert j.dtype == jnp.dtype(dtype)
     np.testing.assert_array_equal(np.asarray(j.ops[0].array.astype(jnp.float32)), w.float().numpy())
     np.testing.assert_array_equal(np.asarray(j.ops[1].diag.astype(jnp.float32)), d.float().numpy())
     back = sl.to(j, backend="torch")
     assert back.dtype == getattr(torch, dtype)
-    assert torch.equal(back.ops[0].array, w) and torch.equal(back.ops[1].diag, d)
+    assert torch.equal(back.ops[0].array, w)
+    assert torch.equal(back.ops[1].diag, d)
     # A cast on the way: the values are rounded once, from the source's.
     wide = sl.to(op, dtype="float32", backend="jax")
     assert wide.dtype == jnp.float32
