@@ -10,13 +10,24 @@ import functools
 import math
 import operator
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from structlin.backends import _BY_TYPE, Array, Backend, DType, backend_of, get_backend, is_array
+from structlin.backends import (
+    _BY_TYPE,
+    Array,
+    Backend,
+    DType,
+    array_kinds,
+    asarray_hint,
+    backend_of,
+    dtype_backend,
+    get_backend,
+    is_array,
+    lookup,
+)
 
 
 def shape_str(shape: Sequence[int]) -> str:
@@ -58,15 +69,8 @@ def plain_array(x: Any, what: str) -> Array:
     """
     if type(x) in _BY_TYPE:  # a plain array type met before: the common case
         return x
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(
-            f"{what}: got a numpy masked array; structlin does not support masks (a mask has no "
-            "linear-algebra meaning): pass x.filled(value) to fill the masked entries, or "
-            "x.data to use the stored values as they are"
-        )
-    if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
-        return np.asarray(x)
-    return x
+    backend = lookup(x)
+    return x if backend is None else backend.plain_array(x, what)
 
 
 def float_dtype(dtype: DType, backend: Backend | None, what: str) -> DType:
@@ -95,19 +99,13 @@ def float_dtype(dtype: DType, backend: Backend | None, what: str) -> DType:
     return canonical
 
 
-def dtype_backend(dtype: DType) -> Backend:
-    """The backend whose dtype objects `dtype` is: PyTorch for a `torch.dtype`, else NumPy."""
-    torch = sys.modules.get("torch")
-    return get_backend("torch" if torch is not None and isinstance(dtype, torch.dtype) else "numpy")
-
-
 def float_array(x: Any, what: str, ndim: int | None = None) -> tuple[Array, Backend]:
     """Check that `x` is a floating-point array (of `ndim` dimensions); return it (viewed as
     its library's plain array type, see `plain_array`) and its backend."""
     if not is_array(x):
         raise TypeError(
-            f"{what} must be a NumPy, PyTorch or JAX array, got {type(x).__name__}; "
-            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+            f"{what} must be {array_kinds()}, got {type(x).__name__}; "
+            f"convert it with {asarray_hint()}"
         )
     x = plain_array(x, what)
     backend = backend_of(x)

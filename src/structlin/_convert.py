@@ -6,7 +6,7 @@ from typing import Any
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, backend_of, get_backend, is_array
+from structlin.backends import Backend, backend_of, get_backend, is_array, registered_backends
 from structlin.operator import LinearOperator
 from structlin.pytree import _flatten_one, _unflatten_one
 
@@ -15,14 +15,18 @@ def convert_array(x: Any, dtype: Any, device: Any, backend: Backend | None) -> A
     """Move one leaf to `backend`/`device` and cast it to `dtype` if it is floating point.
 
     Integer arrays (permutation indices) keep their dtype; Python scalars pass through.
+    Between backends the arrays go through the host (`Backend.export_array` and
+    `import_array`), dtypes NumPy lacks (bfloat16) included.
     """
     if not is_array(x):
         return x
     source = backend_of(x)
+    cast = dtype is not None and source.is_floating(x.dtype)
     if backend is not None and backend is not source:
-        x = backend.asarray(source.to_numpy(x))
-        source = backend
-    if dtype is not None and source.is_floating(x.dtype):
+        host, name = source.export_array(x)
+        x = backend.import_array(host, dtype if cast else name)
+        source, cast = backend, False
+    if cast:
         x = source.astype(x, source.canonical_dtype(dtype))
     if device is not None:
         x = source.to_device(x, device)
@@ -59,7 +63,8 @@ def static_meta(
         backend = get_backend(backend)
     if backend is not None and not isinstance(backend, Backend):
         raise TypeError(
-            f"{what} backend must be 'numpy', 'torch', 'jax' or a Backend, got {backend!r}"
+            f"{what} backend must be {', '.join(map(repr, registered_backends()))} or a "
+            f"Backend, got {backend!r}"
         )
     dtype = _checks.float_dtype(dtype, backend, f"{what} dtype")
     if backend is None:

@@ -21,6 +21,7 @@ from structlin.backends import (
     Backend,
     Device,
     DType,
+    asarray_hint,
     backend_of,
     get_backend,
     is_array,
@@ -106,8 +107,7 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
     """Check `X` against `A` and bring both to a common dtype."""
     if not is_array(X):
         raise TypeError(
-            f"{what}: expected an array, got {type(X).__name__}; "
-            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+            f"{what}: expected an array, got {type(X).__name__}; convert it with {asarray_hint()}"
         )
     X = _checks.plain_array(X, what)
     backend = backend_of(X)
@@ -372,7 +372,7 @@ def _fresh(Y: Array, A: LinearOperator) -> Array:
     if not is_array(Y):
         return Y
     backend = backend_of(Y)
-    if backend.name == "jax":  # immutable
+    if not backend.mutable:  # nothing can write into Y or into A's arrays
         return Y
     return backend.copy(Y) if _shares_memory(Y, A, backend) else Y
 

@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import abc
 import numbers
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from structlin import pytree
-from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
+from structlin.backends import (
+    Array,
+    Backend,
+    Device,
+    DType,
+    backend_of,
+    get_backend,
+    is_array,
+    loaded_backends,
+)
+from structlin.backends.base import DeviceRef
 
 if TYPE_CHECKING:
     from structlin.expressions.scalar_mul import ScalarMul
@@ -295,18 +304,9 @@ class LinearOperator(abc.ABC):
     def __torch_function__(
         cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
-        # PyTorch offers `tensor @ op` to Tensor.__matmul__ first, which fails on the operator
-        # and only then lets Python call `op.__rmatmul__`; formatting that failure costs more
-        # than a small matmul. PyTorch asks this hook before failing, so `tensor @ op` is
-        # answered here. Not while Dynamo traces: it passes `op @ tensor` here too, as
-        # Tensor.matmul(tensor, op), so it must fall back to running the code eagerly.
-        # Every other PyTorch function still refuses operators.
-        tensor_matmul, dynamo_compiling = _TORCH or _torch()
-        if func is tensor_matmul and not kwargs and not dynamo_compiling():
-            X, A = args
-            Y = _api()._plain_rmatmat(X, A)
-            return Y if Y is not None else _api().rmatmat(X, A)
-        return NotImplemented
+        # PyTorch looks for its hook on the class; what it does is the torch backend's
+        # (`TorchBackend.torch_function`: `tensor @ op` without a failed Tensor.__matmul__).
+        return (_TORCH_FUNCTION or _torch_function())(func, args, kwargs, _rmatmul)
 
     # `A + B` and `A - B` take two operators. A zero number is the additive identity, so
     # that `sum([A, B])` (which starts from 0) works; an array or another number is
@@ -354,12 +354,13 @@ class LinearOperator(abc.ABC):
     # -- pickling and copying -----------------------------------------------------
     # Values cached on the instance (`backend`, `device`, `_plain_operand`, ...) are
     # derived from the arrays and may hold what cannot be pickled (a JAX `Device`): they
-    # are dropped and recomputed on first use. A JAX device held as a static attribute
-    # (an `Identity`'s) travels as its platform and id.
+    # are dropped and recomputed on first use. A device its library cannot pickle, held
+    # as a static attribute (an `Identity`'s JAX device), travels as its backend's
+    # stand-in (`Backend.pickle_device`: a JAX device's platform and id).
     def __getstate__(self) -> dict[str, Any]:
         cls = type(self)
         return {
-            name: _DeviceRef.of(value)
+            name: _picklable(value)
             for name, value in self.__dict__.items()
             if not isinstance(getattr(cls, name, None), cached_property)
         }
@@ -367,7 +368,7 @@ class LinearOperator(abc.ABC):
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             object.__setattr__(
-                self, name, value.device() if isinstance(value, _DeviceRef) else value
+                self, name, value.device() if isinstance(value, DeviceRef) else value
             )
 
     # Operators are compared by identity; `==` on arrays would be ambiguous.
@@ -379,32 +380,6 @@ class LinearOperator(abc.ABC):
         backend = self.backend.name if self.backend is not None else "any"
         m, n = self.shape
         return f"{type(self).__name__}(shape=({m}, {n}), dtype={dtype}, backend={backend})"
-
-
-class _DeviceRef:
-    """A JAX device in a pickle: its platform and id, looked up again when loaded."""
-
-    def __init__(self, platform: str, id: int):
-        self.platform, self.id = platform, id
-
-    @staticmethod
-    def of(value: Any) -> Any:
-        jax = sys.modules.get("jax")
-        if jax is not None and isinstance(value, jax.Device):
-            return _DeviceRef(value.platform, value.id)
-        return value
-
-    def device(self) -> Any:
-        import jax
-
-        for device in jax.devices(self.platform):
-            if device.id == self.id:
-                return device
-        raise ValueError(
-            f"cannot restore an operator pickled on JAX device {self.platform}:{self.id}, "
-            "which this process does not have; load it where that device exists, or "
-            "move it with op.to(device=...) before pickling"
-        )
 
 
 # `structlin.functions`, bound on the first call of `_api`.
@@ -427,24 +402,32 @@ def _api() -> Any:
 
 
 def _numpy_backend() -> Backend:
-    from structlin.backends import get_backend
-
     return get_backend("numpy")
 
 
-# `(torch.Tensor.matmul, torch.compiler.is_dynamo_compiling)` for `__torch_function__`,
-# looked up once, on its first call (PyTorch is imported only where it is used).
-_TORCH: tuple[Any, Callable[[], bool]] | None = None
+def _picklable(value: Any) -> Any:
+    for backend in loaded_backends():
+        ref = backend.pickle_device(value)
+        if ref is not None:
+            return ref
+    return value
 
 
-def _torch() -> tuple[Any, Callable[[], bool]]:
-    global _TORCH
-    torch = sys.modules["torch"]
-    dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", None)
-    if dynamo_compiling is None:  # PyTorch < 2.3
-        dynamo_compiling = torch._dynamo.is_compiling
-    _TORCH = (torch.Tensor.matmul, dynamo_compiling)
-    return _TORCH
+# `TorchBackend.torch_function`, looked up on the first call of `__torch_function__` (which
+# only PyTorch makes, so the torch backend's import costs nothing new).
+_TORCH_FUNCTION: Callable[..., Any] | None = None
+
+
+def _torch_function() -> Callable[..., Any]:
+    global _TORCH_FUNCTION
+    _TORCH_FUNCTION = get_backend("torch").torch_function
+    return _TORCH_FUNCTION
+
+
+def _rmatmul(X: Any, A: LinearOperator) -> Any:
+    """`X @ A` for the torch backend's `__torch_function__`."""
+    Y = _api()._plain_rmatmat(X, A)
+    return Y if Y is not None else _api().rmatmat(X, A)
 
 
 def _not_an_operator(A: LinearOperator, x: Any, op: str, if_zero: LinearOperator) -> Any:

@@ -8,7 +8,7 @@ from the arrays they hold (see [`structlin.backends.backend_of`][]).
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 Array = Any
 DType = Any
@@ -23,6 +23,13 @@ class Backend(abc.ABC):
     """
 
     name: str
+    # Whether arrays can be written in place (NumPy, PyTorch). Results of a library whose
+    # arrays cannot (JAX) never alias anything a caller could write into, so the public
+    # functions skip their check for shared memory.
+    mutable: ClassVar[bool] = True
+    # The module of CoLA's array functions for this library (`cola.backends.<name>`), for
+    # `structlin.interop.cola`; `None` where CoLA has none.
+    cola_functions: ClassVar[str | None] = None
 
     def __repr__(self) -> str:
         return f"<{self.name} backend>"
@@ -38,6 +45,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def is_array(self, x: object) -> bool:
         """Whether `x` is an array (or tracer) of this library."""
+
+    def admit_type(self, x: Array) -> bool:
+        """Called by `backend_of` for the first array of each type: `TypeError` for arrays
+        of this library that structlin refuses, and whether `type(x)` may be remembered as
+        a plain array type, which the fast path of `A @ x` takes as it is (see
+        `plain_array`)."""
+        return True
+
+    def plain_array(self, x: Array, what: str) -> Array:
+        """`x` as the library's plain array type, for arrays whose type `admit_type` does
+        not remember (NumPy: a `numpy.matrix` viewed as an ndarray); `TypeError`, naming
+        `what`, for arrays structlin refuses."""
+        return x
 
     def shape(self, x: Array) -> tuple[int, ...]:
         return tuple(x.shape)
@@ -74,6 +94,18 @@ class Backend(abc.ABC):
         except TypeError:  # a torch.dtype
             return np.dtype(str(dtype).removeprefix("torch."))
 
+    def foreign_device(self, device: Device) -> Device:
+        """The device an operator of this backend records when another library (CoLA)
+        reports `device` for arrays of this library: PyTorch keeps its device object;
+        `None` by default, for libraries with no devices (NumPy) or whose arrays place
+        themselves (JAX)."""
+        return None
+
+    def pickle_device(self, value: Any) -> DeviceRef | None:
+        """A picklable stand-in for `value` if it is a device object of this library that
+        cannot be pickled itself (a JAX device), else `None`."""
+        return None
+
     def canonical_device(self, device: Device) -> Device:
         """`device` (an object or a name such as `"cpu"`) as this library's device object,
         and the device arrays are created on by default for `None`; `None` where the
@@ -106,6 +138,26 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def to_numpy(self, x: Array) -> Any: ...
+
+    # Conversion between backends goes through the host: the source exports a NumPy array
+    # and the name of the dtype to restore, the target imports it. Dtypes NumPy lacks
+    # (bfloat16, float8) travel as float32 (complex64), which holds their values exactly.
+    def export_array(self, x: Array) -> tuple[Any, str]:
+        """`x` on the host as a NumPy array of a dtype NumPy has, and the name of `x`'s
+        dtype (`"bfloat16"`): what `import_array` of any backend takes."""
+        import numpy as np
+
+        host = np.asarray(self.to_numpy(x))
+        name = host.dtype.name
+        if host.dtype.isbuiltin != 1:  # a dtype NumPy lacks (ml_dtypes' bfloat16, float8)
+            wide = np.complex64 if host.dtype.kind == "c" else np.float32
+            host = host.astype(wide)
+        return host, name
+
+    def import_array(self, host: Any, dtype: DType | str) -> Array:
+        """An array of this library from `export_array`'s output: `host`'s values, of
+        `dtype` (a name such as `"bfloat16"`, or any library's dtype)."""
+        return self.asarray(host, dtype=self.canonical_dtype(dtype))
 
     @abc.abstractmethod
     def eye(self, n: int, dtype: DType, device: Device = None) -> Array: ...
@@ -279,3 +331,11 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _svd(self, a: Array) -> tuple[Array, Array, Array]: ...
+
+
+class DeviceRef(abc.ABC):
+    """What `Backend.pickle_device` puts in a pickle in place of a device object."""
+
+    @abc.abstractmethod
+    def device(self) -> Device:
+        """The device, looked up again in the loading process."""

@@ -9,12 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from structlin.backends.base import Array, Backend, Device, DType
+from structlin.backends.base import Array, Backend, Device, DeviceRef, DType
 from structlin.errors import SingularOperatorError
 
 
 class JaxBackend(Backend):
     name = "jax"
+    mutable = False
+    cola_functions = "jax_fns"
 
     def is_array(self, x: object) -> bool:
         return isinstance(x, jax.Array)
@@ -26,6 +28,11 @@ class JaxBackend(Backend):
 
     def is_concrete(self, x: Array) -> bool:
         return not isinstance(x, jax.core.Tracer)
+
+    def pickle_device(self, value: Any) -> DeviceRef | None:
+        if isinstance(value, jax.Device):
+            return _PickledDevice(value.platform, value.id)
+        return None
 
     def is_floating(self, dtype: DType) -> bool:
         return jnp.issubdtype(dtype, jnp.inexact)
@@ -57,6 +64,13 @@ class JaxBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return np.asarray(x)
+
+    def import_array(self, host: Any, dtype: DType | str) -> Array:
+        # The dtype as JAX would make it (float64 is float32 unless `jax_enable_x64`), and
+        # a cast only where it differs: JAX warns of an explicit float64 it cannot make.
+        x = jnp.asarray(host)
+        want = jax.dtypes.canonicalize_dtype(self.canonical_dtype(dtype))
+        return x if x.dtype == want else x.astype(want)
 
     def eye(self, n: int, dtype: DType, device: Device = None) -> Array:
         return self.asarray(jnp.eye(n, dtype=dtype), device=device)
@@ -203,6 +217,23 @@ class JaxBackend(Backend):
             jnp.where(finite, u, jnp.nan),
             jnp.where(finite[..., 0], s, jnp.nan),
             jnp.where(finite, vh, jnp.nan),
+        )
+
+
+class _PickledDevice(DeviceRef):
+    """A JAX device in a pickle (an operator's static device): its platform and id."""
+
+    def __init__(self, platform: str, id: int):
+        self.platform, self.id = platform, id
+
+    def device(self) -> Device:
+        for device in jax.devices(self.platform):
+            if device.id == self.id:
+                return device
+        raise ValueError(
+            f"cannot restore an operator pickled on JAX device {self.platform}:{self.id}, "
+            "which this process does not have; load it where that device exists, or "
+            "move it with op.to(device=...) before pickling"
         )
 
 

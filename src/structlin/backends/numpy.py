@@ -12,9 +12,37 @@ from structlin.errors import SingularOperatorError
 
 class NumpyBackend(Backend):
     name = "numpy"
+    cola_functions = "np_fns"
 
     def is_array(self, x: object) -> bool:
         return isinstance(x, (np.ndarray, np.generic))
+
+    def admit_type(self, x: Array) -> bool:
+        # Subclasses (`numpy.matrix`, memory maps) are NumPy's, but their types are not
+        # remembered: the public entry points view them as plain arrays first.
+        if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+            if isinstance(x, np.ma.MaskedArray):
+                raise TypeError(
+                    "numpy masked arrays are not supported (a mask has no linear-algebra "
+                    "meaning); pass x.filled(value) or x.data"
+                )
+            return False
+        return True
+
+    def plain_array(self, x: Array, what: str) -> Array:
+        # A `numpy.matrix` would turn every product into a 2-D matrix, and other
+        # subclasses' extra meaning (units, memory maps) is not linear algebra. Masked
+        # arrays are refused: dropping the mask silently would compute with the hidden
+        # entries.
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(
+                f"{what}: got a numpy masked array; structlin does not support masks (a mask "
+                "has no linear-algebra meaning): pass x.filled(value) to fill the masked "
+                "entries, or x.data to use the stored values as they are"
+            )
+        if isinstance(x, np.ndarray) and type(x) is not np.ndarray:
+            return np.asarray(x)
+        return x
 
     def device(self, x: Array) -> Device:
         return None
@@ -61,6 +89,19 @@ class NumpyBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return np.asarray(x)
+
+    def import_array(self, host: Any, dtype: DType | str) -> Array:
+        try:
+            canonical = self.canonical_dtype(dtype)
+        except TypeError:
+            canonical = None
+        if canonical is None or canonical.isbuiltin != 1:
+            name = str(dtype).removeprefix("torch.")
+            raise TypeError(
+                f"NumPy has no {name} dtype; convert to a dtype it has as well, e.g. "
+                "op.to(dtype=numpy.float32, backend='numpy')"
+            )
+        return np.asarray(host, dtype=canonical)
 
     def eye(self, n: int, dtype: DType, device: Device = None) -> Array:
         return np.eye(n, dtype=dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,14 @@ from structlin.errors import SingularOperatorError
 
 # torch.compiler.is_compiling is PyTorch >= 2.3; before it, values are read (a graph break).
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+_TENSOR_MATMUL = torch.Tensor.matmul
+
+
+def _dynamo_compiling() -> bool:
+    return torch._dynamo.is_compiling()  # PyTorch < 2.3
+
+
+_is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", _dynamo_compiling)
 
 
 def _view_root(x: Array) -> Array:
@@ -20,12 +29,16 @@ def _view_root(x: Array) -> Array:
 
 class TorchBackend(Backend):
     name = "torch"
+    cola_functions = "torch_fns"
 
     def is_array(self, x: object) -> bool:
         return isinstance(x, torch.Tensor)
 
     def device(self, x: Array) -> Device:
         return x.device
+
+    def foreign_device(self, device: Device) -> Device:
+        return torch.device(device)
 
     def is_concrete(self, x: Array) -> bool:
         # A meta tensor has a shape but no values; under torch.compile reading a value
@@ -101,6 +114,40 @@ class TorchBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return x.detach().cpu().resolve_conj().numpy()
+
+    def export_array(self, x: Array) -> tuple[np.ndarray, str]:
+        t = x.detach().cpu().resolve_conj()
+        name = str(t.dtype).removeprefix("torch.")
+        try:
+            return t.numpy(), name
+        except TypeError:  # a dtype NumPy lacks (bfloat16, float8, complex32)
+            return t.to(torch.complex64 if t.is_complex() else torch.float32).numpy(), name
+
+    def import_array(self, host: np.ndarray, dtype: DType | str) -> Array:
+        # A read-only host array (a JAX array's buffer) is copied: a tensor is writable,
+        # and writing into one that shares an immutable array's memory would change it.
+        if not host.flags.writeable:
+            host = host.copy()
+        return torch.as_tensor(host, dtype=self.canonical_dtype(dtype))
+
+    def torch_function(
+        self, func: Any, args: tuple[Any, ...], kwargs: Any, rmatmul: Callable[[Any, Any], Any]
+    ) -> Any:
+        """PyTorch's `__torch_function__` protocol for operators, which
+        [`LinearOperator`][structlin.LinearOperator] delegates here: `tensor @ op` is
+        `rmatmul(tensor, op)`, and every other PyTorch function refuses operators.
+
+        PyTorch offers `tensor @ op` to `Tensor.__matmul__` first, which fails on the
+        operator and only then lets Python call `op.__rmatmul__`; formatting that failure
+        costs more than a small matmul. PyTorch asks this hook before failing, so
+        `tensor @ op` is answered here. Not while Dynamo traces: it passes `op @ tensor`
+        here too, as `Tensor.matmul(tensor, op)`, so it must fall back to running the
+        code eagerly.
+        """
+        if func is _TENSOR_MATMUL and not kwargs and not _is_dynamo_compiling():
+            X, A = args
+            return rmatmul(X, A)
+        return NotImplemented
 
     def eye(self, n: int, dtype: DType, device: Device = None) -> Array:
         return torch.eye(n, dtype=dtype, device=device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array, is_array
+from structlin.backends import Array, asarray_hint, is_array
 from structlin.component import Component
 from structlin.operator import LinearOperator
 
@@ -105,7 +105,7 @@ def as_operator(x: object, what: str = "operand") -> LinearOperator:
     if not is_array(x):
         raise TypeError(
             f"{what} must be an operator or a 2-D array, got {type(x).__name__}; "
-            "convert it with numpy.asarray (or torch.as_tensor / jax.numpy.asarray)"
+            f"convert it with {asarray_hint()}"
         )
     return Dense(x)
 

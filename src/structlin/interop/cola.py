@@ -30,6 +30,7 @@ share and works with either.
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from typing import Any, NamedTuple
 
@@ -37,7 +38,15 @@ import numpy as np
 
 from structlin import _checks, pytree
 from structlin._dispatch import dispatch
-from structlin.backends import Backend, Device, DType, backend_of, get_backend, is_array
+from structlin.backends import (
+    Backend,
+    Device,
+    DType,
+    backend_of,
+    get_backend,
+    imported_backends,
+    is_array,
+)
 from structlin.expressions.dense import Dense
 from structlin.expressions.product import Product
 from structlin.expressions.scalar_mul import ScalarMul
@@ -140,8 +149,7 @@ def to_cola(op: LinearOperator) -> Any:
     _cola()
     target = _target(op)
     out = _to_cola(op, target)
-    if target.backend.name == "numpy":
-        _use_numpy_functions(out)
+    _use_functions(out, target.backend)
     _mark_parameters(out)
     return out
 
@@ -203,14 +211,18 @@ def _to_cola(A: Sum, target: object):
 def _to_cola(A: ScalarMul, target: object):
     ops = _cola().ops
     c = A.scalar
-    if is_array(c) and backend_of(c).name == "torch":
-        c = c.item()  # CoLA copies the scalar with torch.tensor, which warns for a tensor
+    if is_array(c) and backend_of(c).is_concrete(c):
+        # CoLA copies the scalar with its library's constructor, which for a tensor warns
+        # (torch.tensor); a number is what every library takes.
+        c = backend_of(c).to_numpy(c).item()
     inner = _to_cola(A.op, target)
     m, dtype = A.shape[0], _dtype_or(A, target)
     # CoLA's Product wants one device; the inner operator's is the one CoLA chose.
     scalar = ops.ScalarMul(c, (m, m), dtype, inner.device)
-    if target.backend.name == "numpy":  # CoLA made it a JAX array (see _use_numpy_functions)
-        scalar.c = np.asarray(c, dtype=dtype)
+    if not (is_array(scalar.c) and backend_of(scalar.c) is target.backend):
+        # CoLA made it with the functions it picked from the dtype (JAX's for a NumPy
+        # operator, see _use_functions).
+        scalar.c = target.backend.asarray(c, dtype=dtype, device=target.device)
     return ops.Product(scalar, inner)
 
 
@@ -228,15 +240,18 @@ def _dtype_or(A: LinearOperator, target: _Target) -> DType:
     return target.dtype if A.dtype is None else A.dtype
 
 
-def _use_numpy_functions(C: Any) -> None:
-    """Make `C` and the CoLA operators inside it use CoLA's NumPy functions.
+def _use_functions(C: Any, backend: Backend) -> None:
+    """Make `C` and the CoLA operators inside it use CoLA's functions for `backend`'s arrays
+    (`Backend.cola_functions`).
 
     CoLA chooses its array functions (`xnp`) from the dtype, trying JAX first; a
     NumPy dtype is also a JAX dtype, so with JAX installed CoLA would treat NumPy
     operators with JAX functions and hand JAX arrays to their products.
     """
     cola = _cola()
-    from cola.backends import np_fns
+    if backend.cola_functions is None:
+        raise TypeError(f"CoLA has no array functions for the {backend.name} backend")
+    fns = importlib.import_module(f"cola.backends.{backend.cola_functions}")
 
     seen: set[int] = set()
 
@@ -245,7 +260,7 @@ def _use_numpy_functions(C: Any) -> None:
             return
         seen.add(id(node))
         if isinstance(node, cola.ops.LinearOperator):
-            node.xnp = np_fns
+            node.xnp = fns
             for value in vars(node).values():
                 visit(value)
         elif isinstance(node, (tuple, list)):
@@ -356,8 +371,8 @@ def _apply(op: LinearOperator, X: Any, rows: bool) -> Any:
     if backend is None or backend is source:
         return X @ op if rows else op @ X
     # Only NumPy operators meet other arrays here: CoLA functions chosen from a NumPy dtype
-    # may be JAX's (see _use_numpy_functions). Compute in NumPy and give back X's library.
-    if backend.name != "numpy" or not source.is_concrete(X):
+    # may be JAX's (see _use_functions). Compute in NumPy and give back X's library.
+    if backend is not get_backend("numpy") or not source.is_concrete(X):
         raise TypeError(
             f"CoLA applied the {backend.name} operator {type(op).__name__} of shape "
             f"{_checks.shape_str(op.shape)} to a {source.name} array; convert the operator "
@@ -397,7 +412,7 @@ class CoLAOperator(LinearOperator):
             backend = get_backend(backend)
         if backend is None:
             backend = _cola_backend(cola_op)
-        device = cola_op.device if backend.name == "torch" else None
+        device = backend.foreign_device(cola_op.device)
         dtype = backend.canonical_dtype(cola_op.dtype)
         self._set(cola_op=cola_op, _backend=backend, _dtype=dtype, _device=device)
 
@@ -460,7 +475,7 @@ def from_cola(cola_op: Any) -> LinearOperator:
         )
     backend = _cola_backend(cola_op)
     dtype = backend.canonical_dtype(cola_op.dtype)
-    device = cola_op.device if backend.name == "torch" else None
+    device = backend.foreign_device(cola_op.device)
     return _from_cola(cola_op, _Target(backend, dtype, device))
 
 
@@ -493,8 +508,11 @@ def _cola_backend(C: Any) -> Backend:
     visit(C)
     if found:
         return min(found, key=lambda f: f[0])[1]  # the first non-scalar's, if any
-    name = getattr(C.xnp, "__name__", "")
-    return get_backend("torch" if "torch" in name else "jax" if "jax" in name else "numpy")
+    name = getattr(C.xnp, "__name__", "").rpartition(".")[2]
+    for backend in imported_backends():
+        if backend.cola_functions == name:
+            return backend
+    return get_backend("numpy")
 
 
 def _from_cola(C: Any, target: _Target) -> LinearOperator:

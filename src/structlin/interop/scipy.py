@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from structlin import _checks
+from structlin.backends import get_backend
 from structlin.operator import LinearOperator
 
 __all__ = ["to_scipy"]
@@ -47,7 +48,7 @@ def to_scipy(op: LinearOperator) -> Any:
             f"to_scipy needs a structlin operator, got {type(op).__name__}; "
             "wrap an array with structlin.Dense"
         )
-    if op.backend is not None and op.backend.name != "numpy":
+    if op.backend is not None and op.backend is not get_backend("numpy"):
         raise TypeError(
             f"to_scipy needs a NumPy operator, but {type(op).__name__} of shape "
             f"{_checks.shape_str(op.shape)} is {op.backend.name}; SciPy computes with NumPy "
