@@ -126,11 +126,11 @@ def same_backend(items: Sequence[Any], what: str) -> None:
     """
     seen: list[tuple[Any, Any, Any]] = []
     for item in items:
-        if is_array(item) or not hasattr(item, "backend"):  # (a TypeError for what is neither)
+        if hasattr(type(item), "_children"):  # an operator (it declares its pytree children)
+            backend, device = item.backend, item.device
+        else:  # an array (a TypeError for what is neither)
             backend = backend_of(item)
             device = backend.device(item)
-        else:  # an operator
-            backend, device = item.backend, item.device
         if backend is not None:
             seen.append((backend, device, item))
     for backend, device, item in seen[1:]:

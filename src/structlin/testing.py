@@ -60,16 +60,7 @@ __all__ = [
 ]
 
 
-def _available_backends() -> tuple[str, ...]:
-    """`structlin.backends.available_backends()`, or, before that exists, the backends
-    whose library can be imported, in the order numpy, torch, jax."""
-    available = getattr(backends, "available_backends", None)
-    if available is not None:
-        return tuple(available())
-    return tuple(b for b in ("numpy", "torch", "jax") if importlib.util.find_spec(b) is not None)
-
-
-BACKENDS: tuple[str, ...] = _available_backends()
+BACKENDS: tuple[str, ...] = backends.available_backends()
 """The backends whose library is installed, in the order numpy, torch, jax."""
 
 DTYPES: tuple[str, ...] = ("float32", "float64", "complex128")

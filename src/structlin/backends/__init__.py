@@ -74,7 +74,7 @@ class _Registration:
     def loaded_types(self, names: tuple[str, ...]) -> tuple[type, ...] | None:
         """The types named by `names` (`"torch.Tensor"`), or `None` while the library is not
         imported: then no object can be of them, and looking would import it."""
-        if self.library not in sys.modules:
+        if sys.modules.get(self.library) is None:  # (None marks a blocked import)
             return None
         types = []
         for dotted in names:
@@ -167,7 +167,7 @@ def available_backends() -> tuple[str, ...]:
     (`("numpy", "torch", "jax")` with all three installed). Imports nothing."""
     out = []
     for name, reg in _REGISTRY.items():
-        if reg.library in sys.modules:
+        if sys.modules.get(reg.library) is not None:  # imported (None marks a blocked import)
             out.append(name)
             continue
         try:

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from structlin import pytree, rules
-from structlin.backends import backend_of, is_array
+from structlin.backends import backend_of, get_backend, is_array
 from structlin.mup import MupInfo, describe
 from structlin.nn.structures import leaf_names
 from structlin.operator import LinearOperator
@@ -159,7 +159,7 @@ def sigma(info: MupInfo, value: Any = None) -> float:
     that the layer computes the operator."""
     if value is None:
         return info.init_std
-    a = to_numpy(value)[0].astype(np.float64)
+    a = np.asarray(backend_of(value).export_array(value)[0], dtype=np.float64)
     return max(info.init_std, float(np.sqrt(np.mean(a * a))) if a.size else 0.0)
 
 
@@ -174,12 +174,11 @@ def normalised(G: Any, gain: Any, sigma: Any, framework: Framework) -> Any:
 
 
 # -- conversion and the bias ------------------------------------------------------------
-def to_numpy(x: Any) -> tuple[np.ndarray, bool]:
-    """A NumPy copy of array `x` of any backend, and whether `x` is bfloat16, which NumPy
-    lacks: such an `x` is copied as float32, which holds it exactly."""
-    backend = backend_of(x)
-    bfloat16 = str(x.dtype).removeprefix("torch.") == "bfloat16"
-    return np.array(backend.to_numpy(backend.astype(x, "float32") if bfloat16 else x)), bfloat16
+def convert(x: Any, backend: str) -> Any:
+    """A copy of array `x`, of any backend, as an array of `backend` with `x`'s values and
+    dtype: through the backends' own conversion, which carries dtypes NumPy lacks (bfloat16)."""
+    host, dtype = backend_of(x).export_array(x)
+    return get_backend(backend).import_array(host, dtype)
 
 
 def check_bias(bias: Any, d_out: int) -> Any:

@@ -471,8 +471,7 @@ def _to_jax(x: Any, dtype: DTypeLike | None = None) -> jax.Array:
     if isinstance(x, (np.ndarray, np.generic, jax.Array)):
         out = jnp.asarray(x)
     else:  # another library's array (PyTorch is not imported here)
-        a, bfloat16 = _layer.to_numpy(x)
-        out = jnp.asarray(a, jnp.bfloat16 if bfloat16 else None)
+        out = _layer.convert(x, "jax")
     floating = dtype is not None and jnp.issubdtype(out.dtype, jnp.floating)
     return out.astype(dtype) if floating else out
 

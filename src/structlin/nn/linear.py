@@ -540,10 +540,6 @@ class _Torch:
 def _tensor(x: Any, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
     """A copy of array `x` of any backend as a tensor on `device` (if given), floating-point
     ones in `dtype`; bfloat16 stays bfloat16."""
-    if isinstance(x, torch.Tensor):
-        value = x.detach().clone()
-    else:
-        a, bfloat16 = _layer.to_numpy(x)
-        value = torch.as_tensor(a, dtype=torch.bfloat16 if bfloat16 else None)
+    value = x.detach().clone() if isinstance(x, torch.Tensor) else _layer.convert(x, "torch")
     value = value.to(dtype) if value.is_floating_point() else value
     return value.to(device) if device is not None else value
