@@ -7,6 +7,7 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, asarray_hint, is_array
 from structlin.component import Component
 from structlin.operator import LinearOperator
+from structlin.structure import Structure, register_structure
 
 
 class Dense(LinearOperator):
@@ -123,7 +124,6 @@ def components(A: Dense):
 
 
 # -- the layer structure "dense" (see structlin.structure) ------------------------------------
-from structlin.structure import Structure, register_structure  # noqa: E402
 
 register_structure(
     Structure(

@@ -8,6 +8,7 @@ from typing import Any
 
 from structlin import _checks
 from structlin.backends import Array, backend_of
+from structlin.structure import balanced_factors
 
 
 def core_shapes(
@@ -94,3 +95,13 @@ def check_fits(W: Array, ms: tuple[int, ...], ns: tuple[int, ...], what: str) ->
             f"a {_checks.shape_str(expected)} matrix; choose factors with prod(ms) = "
             f"{W.shape[0]} and prod(ns) = {W.shape[1]}"
         )
+
+
+def balanced_project_options(d_in: int, d_out: int, *, rank: int, ncores: int) -> dict[str, Any]:
+    """The [`project`][structlin.project] keywords of a TT or BTT layer: both sizes split into
+    `ncores` balanced factors, every bond of rank `rank` (as the layer's template has)."""
+    return {
+        "ms": balanced_factors(d_out, ncores),
+        "ns": balanced_factors(d_in, ncores),
+        "ranks": rank,
+    }

@@ -9,6 +9,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
+from structlin.structure import Structure, register_structure
 
 
 class BlockDiag(LinearOperator):
@@ -203,7 +204,6 @@ def components(A: BlockDiag):
 
 
 # -- the layer structure "blockdiag" (see structlin.structure) --------------------------------
-from structlin.structure import Structure, register_structure  # noqa: E402
 
 
 def _layer_check(d_in: int, d_out: int, *, nblocks: int) -> dict[str, int]:

@@ -14,8 +14,15 @@ from structlin.backends import Array, Backend, Device, DType, backend_of
 from structlin.component import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
+from structlin.operators._tensor_train import (
+    balanced_project_options,
+    check_fits,
+    common_dtype,
+    core_shapes,
+    spec_sizes,
+)
 from structlin.operators.monarch import MONARCH_COLS, MONARCH_ROWS, by_kernel
+from structlin.structure import Structure, balanced_factors, register_structure
 
 
 class BTT(LinearOperator):
@@ -399,7 +406,6 @@ def components(A: BTT):
 
 
 # -- the layer structure "btt" (see structlin.structure) --------------------------------------
-from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
 
 
 def _layer_template(zeros: Any, d_in: int, d_out: int, *, rank: int, ncores: int) -> BTT:
@@ -415,11 +421,7 @@ register_structure(
         _layer_template,
         options={"rank": 1, "ncores": 2},
         sizes=("rank", "ncores"),
-        project_options=lambda d_in, d_out, *, rank, ncores: {
-            "ms": balanced_factors(d_out, ncores),
-            "ns": balanced_factors(d_in, ncores),
-            "ranks": rank,
-        },
+        project_options=balanced_project_options,
         doc_options="`rank` (1), `ncores` (2)",
         doc_operator="[`BTT`][structlin.BTT]",
         doc_parameters="about `c r d^{1+1/c}`",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from structlin import _checks, functions
 from structlin._checks import dense_backend
@@ -14,6 +15,7 @@ from structlin.errors import SingularOperatorError
 from structlin.expressions.dense import as_operator
 from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
+from structlin.structure import Structure, balanced_factors, register_structure
 
 
 class Kron(LinearOperator):
@@ -246,9 +248,6 @@ def components(A: Kron):
 
 
 # -- the layer structure "kron" (see structlin.structure) -------------------------------------
-from typing import Any  # noqa: E402
-
-from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
 
 
 def _layer_factors(d_in: int, d_out: int) -> tuple[tuple[int, int], tuple[int, int]]:

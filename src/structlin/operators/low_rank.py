@@ -11,6 +11,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.inverse import Inverse
 from structlin.operator import LinearOperator
+from structlin.structure import Structure, register_structure
 
 
 class LowRank(LinearOperator):
@@ -156,7 +157,6 @@ def components(A: LowRank):
 
 
 # -- the layer structure "lowrank" (see structlin.structure) ----------------------------------
-from structlin.structure import Structure, register_structure  # noqa: E402
 
 register_structure(
     Structure(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
 from structlin.operators.block_diag import singular_blocks
 from structlin.operators.permutation import stride_permute
+from structlin.structure import Structure, register_structure
 
 Stride = tuple[int, int] | None
 """A stride permutation `x -> x.reshape(rows, cols).T.reshape(-1)` as `(rows, cols)`; `None` is the identity."""
@@ -759,9 +761,6 @@ def components(A: GeneralizedMonarch):
 
 
 # -- the layer structure "monarch" (see structlin.structure) ----------------------------------
-from typing import Any  # noqa: E402
-
-from structlin.structure import Structure, register_structure  # noqa: E402
 
 
 def _layer_template(zeros: Any, d_in: int, d_out: int, *, nblocks: int) -> Monarch:

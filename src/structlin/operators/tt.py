@@ -14,7 +14,14 @@ from structlin.backends import Array, Backend, Device, DType, backend_of
 from structlin.component import Component
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators._tensor_train import check_fits, common_dtype, core_shapes, spec_sizes
+from structlin.operators._tensor_train import (
+    balanced_project_options,
+    check_fits,
+    common_dtype,
+    core_shapes,
+    spec_sizes,
+)
+from structlin.structure import Structure, balanced_factors, register_structure
 
 
 class TT(LinearOperator):
@@ -258,7 +265,6 @@ def components(A: TT):
 
 
 # -- the layer structure "tt" (see structlin.structure) ---------------------------------------
-from structlin.structure import Structure, balanced_factors, register_structure  # noqa: E402
 
 
 def _layer_template(zeros: Any, d_in: int, d_out: int, *, rank: int, ncores: int) -> TT:
@@ -276,11 +282,7 @@ register_structure(
         _layer_template,
         options={"rank": 16, "ncores": 2},
         sizes=("rank", "ncores"),
-        project_options=lambda d_in, d_out, *, rank, ncores: {
-            "ms": balanced_factors(d_out, ncores),
-            "ns": balanced_factors(d_in, ncores),
-            "ranks": rank,
-        },
+        project_options=balanced_project_options,
         doc_options="`rank` (16), `ncores` (2)",
         doc_operator="[`TT`][structlin.TT]",
         doc_parameters="about `c r^2 d^{2/c}`",
