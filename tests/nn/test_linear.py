@@ -143,8 +143,12 @@ def test_param_groups_learning_rates_and_decay():
     assert "2.weight" not in {n for g in snn.param_groups(model, 1e-3) for n in g["names"]}
     with pytest.raises(ValueError, match="'adam'"):
         snn.param_groups(model, 1e-3, optimizer="lion")
-    with pytest.raises(ValueError, match="Adam only"):
-        snn.param_groups(model, 1e-3, base_fan_in=64, optimizer="sgd")
+    sgd = {
+        n: g
+        for g in snn.param_groups(model, 1e-3, base_fan_in=64, optimizer="sgd")
+        for n in g["names"]
+    }
+    assert sgd["1.weight"]["lr"] == pytest.approx(1e-3 * 256 / 64)  # SGD: a norm gain n / d_0
 
 
 def test_state_dict_round_trip():

@@ -26,6 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from structlin.nn._coord import CoordCheck, CoordRecord
     from structlin.nn.adapters import (
         Adapter,
         adapter_state_dict,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         load_adapter_state_dict,
         merge_adapters,
     )
+    from structlin.nn.coordinates import coord_check
     from structlin.nn.linear import Linear
     from structlin.nn.mixer import MonarchMixer
     from structlin.nn.optim import mup_lr_multipliers, param_groups
@@ -45,6 +47,10 @@ __all__ = [
     "MonarchMixer",
     "mup_lr_multipliers",
     "param_groups",
+    # checking μP
+    "coord_check",
+    "CoordCheck",
+    "CoordRecord",
     # model surgery
     "replace_linear",
     "densify",
@@ -65,6 +71,9 @@ _LAZY = {
     "MonarchMixer": "structlin.nn.mixer",
     "mup_lr_multipliers": "structlin.nn.optim",
     "param_groups": "structlin.nn.optim",
+    "coord_check": "structlin.nn.coordinates",
+    "CoordCheck": "structlin.nn._coord",
+    "CoordRecord": "structlin.nn._coord",
     "replace_linear": "structlin.nn.surgery",
     "densify": "structlin.nn.surgery",
     "SurgeryReport": "structlin.nn.report",

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from structlin.mup import MupInfo
-from structlin.nn import _layer
+from structlin.nn import _layer, _width
 from structlin.nn._layer import Optimizer
 
 
@@ -52,7 +52,9 @@ def _is_leaf_for(nnx: Any) -> Callable[[Any], bool]:
     return lambda node: _is_linear(node) or isinstance(node, nnx.Variable)
 
 
-def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
+def mup_lr_multipliers(
+    tree: Any, optimizer: Optimizer = "adam", *, base_fan_in: int | None = None
+) -> Any:
     """Learning-rate multipliers for every leaf of `tree`: a pytree of Python floats.
 
     `tree` is any pytree that may hold [`Linear`][structlin.nn.jax.Linear] layers
@@ -73,6 +75,14 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
     gets its `κ_i`, every other one `1.0`; the result has the structure of the
     plain-array updates the optimizer computes.
 
+    With `base_fan_in = d_0`, the learning rate tuned at width `d_0` transfers: every
+    layer's components and bias also get μP's width factor, as in PyTorch's
+    [`param_groups`][structlin.nn.param_groups] (Adam: `d_0 / d_in` for a layer's
+    components, 1 for its bias; SGD: `d_out / d_in` and `d_out / d_0`), and vectors
+    outside layers (norm gains) the vector factor (1 for Adam, `n / d_0` for SGD). Other
+    arrays outside layers get 1: make the readout and input layers structlin layers
+    (`"dense"` ones where they are dense), or scale them yourself.
+
     Multiply a dense layer's learning rate `η` by them, with
     [`scale_by_mup`][structlin.nn.jax.scale_by_mup] in an optax chain or
     [`scale_updates`][structlin.nn.jax.scale_updates] by hand.
@@ -82,14 +92,16 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
             `nnx.State` of variables.
         optimizer: `"adam"` (Adam, AdamW and other entry-wise normalised optimizers)
             or `"sgd"`.
+        base_fan_in: `d_0` for μP width transfer, or `None`.
 
     Returns:
         A pytree of floats shaped like `tree`'s trained leaves (for an nnx model,
         like `nnx.state(model, nnx.Param)` with its variables replaced by floats).
 
     Raises:
-        ValueError: an unknown `optimizer`, or an `nnx.State` of plain arrays (the
-            μP metadata lives on the variables, which `nnx.as_pure` has removed).
+        ValueError: an unknown `optimizer`, an `nnx.State` of plain arrays (the
+            μP metadata lives on the variables, which `nnx.as_pure` has removed), or a
+            `base_fan_in` below 1.
         TypeError: a variable's `mup` metadata is not a `MupInfo`.
 
     Examples:
@@ -115,20 +127,33 @@ def mup_lr_multipliers(tree: Any, optimizer: Optimizer = "adam") -> Any:
                 "instead of a pure state"
             )
 
+    if base_fan_in is not None:
+        _width.check_base_fan_in(base_fan_in)
+
     def one(node: Any) -> Any:
         if _is_linear(node):
-            return node._multipliers(optimizer)
+            return node._multipliers(optimizer, base_fan_in)
         if nnx is not None and isinstance(node, nnx.Variable):
             info = node.get_metadata().get("mup")
             if info is None:
-                return 1.0
+                return _vector_factor(node)
             if not isinstance(info, MupInfo):
                 raise TypeError(
                     f"the 'mup' metadata of an nnx variable must be a structlin.mup.MupInfo, "
                     f"got {type(info).__name__}"
                 )
-            return _layer.multiplier(info, optimizer)
-        return 1.0
+            width = 1.0
+            if base_fan_in is not None:
+                width = _width.weight(info.layer_fan_out, info.layer_fan_in, base_fan_in, optimizer)
+            return _layer.multiplier(info, optimizer) * width
+        return _vector_factor(node)
+
+    def _vector_factor(node: Any) -> float:
+        """A bias or norm gain outside structlin's layers: μP's vector factor (SGD)."""
+        shape = np.shape(getattr(node, "value", node))
+        if base_fan_in is None or len(shape) > 1:
+            return 1.0
+        return _width.vector(int(np.prod(shape)), base_fan_in, optimizer)
 
     return jax.tree_util.tree_map(one, tree, is_leaf=is_leaf)
 

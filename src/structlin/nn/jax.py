@@ -50,7 +50,8 @@ from jax.typing import DTypeLike
 
 from structlin import pytree, rules
 from structlin.mup import MupInfo
-from structlin.nn import _layer, structures
+from structlin.nn import _layer, _width, structures
+from structlin.nn._jax_coordinates import coord_check
 from structlin.nn._optax import (
     ScaleByMup,
     ScaleByMupState,
@@ -69,6 +70,7 @@ __all__ = [
     "scale_by_mup",
     "ScaleByMup",
     "ScaleByMupState",
+    "coord_check",
 ]
 
 # Operator classes defined before JAX was imported are registered only when
@@ -444,13 +446,21 @@ class Linear:
         """
         return rules.to_dense(self.operator), self.bias
 
-    def _multipliers(self, optimizer: Optimizer) -> Linear:
-        kappas = iter([_layer.multiplier(info, optimizer) for info in self.mup.values()])
+    def _multipliers(self, optimizer: Optimizer, base_fan_in: int | None = None) -> Linear:
+        """This layer's learning-rate multipliers, as a layer of floats: `κ_i` of each
+        component, and with `base_fan_in` μP's width factors."""
+        weight = bias = 1.0
+        if base_fan_in is not None:
+            weight = _width.weight(self.out_features, self.in_features, base_fan_in, optimizer)
+            bias = _width.vector(self.out_features, base_fan_in, optimizer)
+        kappas = iter([_layer.multiplier(info, optimizer) * weight for info in self.mup.values()])
         roles = self._layout.roles
         params = [next(kappas) if r == _layer.PARAM else None for r in roles]
         params = pytree.tree_unflatten(self._layout.treedef, params)
-        bias = None if self.bias is None else 1.0
-        return Linear._make(self.tree_flatten()[1], params, bias, (1.0,) * len(self.gains))
+        gains = (1.0,) * len(self.gains)
+        return Linear._make(
+            self.tree_flatten()[1], params, None if self.bias is None else bias, gains
+        )
 
     def __repr__(self) -> str:
         summary = structures.layer_summary(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from torch import nn
 
 from structlin.mup import MupInfo
-from structlin.nn import dense_layers
+from structlin.nn import _width, dense_layers
 from structlin.nn.linear import Linear
 
 __all__ = ["mup_lr_multipliers", "param_groups"]
@@ -36,8 +36,58 @@ def _check_optimizer(optimizer: str) -> None:
         raise ValueError(f"optimizer must be 'adam' (also for AdamW) or 'sgd', got {optimizer!r}")
 
 
-def mup_lr_multipliers(module: nn.Module, optimizer: Optimizer = "adam") -> dict[str, float]:
-    """The structure-aware learning-rate multiplier of every parameter of `module`.
+def _known_weights(module: nn.Module) -> dict[str, tuple[str, int, int]]:
+    """`(kind, d_out, d_in)` of every weight of a known layer, by qualified name: the
+    components of structured layers (with their whole layer's shape), the weights of dense
+    layers (`nn.Linear`, Hugging Face's `Conv1D`), and embedding tables (`d_out` their
+    `embedding_dim`)."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for prefix, child in module.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(child, Linear):
+            for name in child.mup:
+                found[dot + name] = ("weight", child.out_features, child.in_features)
+        elif dense_layers.dense_kind(child) is not None:
+            d_in, d_out = dense_layers.features(child)
+            found[dot + "weight"] = ("weight", d_out, d_in)
+        elif isinstance(child, (nn.Embedding, nn.EmbeddingBag)):
+            found[dot + "weight"] = ("embedding", child.embedding_dim, child.num_embeddings)
+    return found
+
+
+def _width_multiplier(
+    p: nn.Parameter, known: tuple[str, int, int] | None, base_fan_in: int, optimizer: Optimizer
+) -> float:
+    if known is not None:
+        kind, d_out, d_in = known
+        if kind == "embedding":
+            return _width.embedding(d_out, base_fan_in, optimizer)
+        return _width.weight(d_out, d_in, base_fan_in, optimizer)
+    return _width.vector(p.numel(), base_fan_in, optimizer) if p.ndim <= 1 else 1.0
+
+
+def _multipliers(
+    module: nn.Module, optimizer: Optimizer, base_fan_in: int | None
+) -> dict[str, float]:
+    """Every parameter's learning-rate multiplier: `κ_i`, times the width factor."""
+    _check_optimizer(optimizer)
+    if base_fan_in is not None:
+        _width.check_base_fan_in(base_fan_in)
+    infos = _infos(module)
+    known = _known_weights(module) if base_fan_in is not None else {}
+    found = {}
+    for name, p in module.named_parameters():
+        m = _multiplier(infos.get(name), optimizer)
+        if base_fan_in is not None:
+            m *= _width_multiplier(p, known.get(name), base_fan_in, optimizer)
+        found[name] = m
+    return found
+
+
+def mup_lr_multipliers(
+    module: nn.Module, optimizer: Optimizer = "adam", *, base_fan_in: int | None = None
+) -> dict[str, float]:
+    """The μP learning-rate multiplier of every parameter of `module`.
 
     A component `G_i` of a structured [`Linear`][structlin.nn.Linear] gets
     `κ_i = (d_in / d_in^i) / k` ("Compute Better Spent", Section 3.2) for Adam and
@@ -46,14 +96,15 @@ def mup_lr_multipliers(module: nn.Module, optimizer: Optimizer = "adam") -> dict
     same shape. Every other parameter (dense `nn.Linear` weights, biases,
     weight-norm gains, embeddings, norms) gets 1.
 
+    With `base_fan_in`, every parameter also gets μP's width factor for what it is
+    (the table in [`param_groups`][structlin.nn.param_groups]).
+
     Examples:
         >>> import structlin.nn as snn
         >>> snn.mup_lr_multipliers(snn.Linear(1024, 1024, "monarch", nblocks=16))
         {'blocks_0': 8.0, 'blocks_1': 8.0, 'bias': 1.0}
     """
-    _check_optimizer(optimizer)
-    infos = _infos(module)
-    return {name: _multiplier(infos.get(name), optimizer) for name, _ in module.named_parameters()}
+    return _multipliers(module, optimizer, base_fan_in)
 
 
 def param_groups(
@@ -62,9 +113,10 @@ def param_groups(
     weight_decay: float = 0.0,
     *,
     base_fan_in: int | None = None,
+    base: nn.Module | None = None,
     optimizer: Optimizer = "adam",
 ) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with the structure-aware μP learning rates.
+    """Optimizer parameter groups with the μP learning rates of a whole model.
 
     Parameter `p` gets learning rate `lr * κ_p` with `κ_p` from
     [`mup_lr_multipliers`][structlin.nn.mup_lr_multipliers], so `lr` is the
@@ -74,14 +126,26 @@ def param_groups(
     `requires_grad=False` are left out. Each group also holds its `mup_multiplier`
     and the `names` of its parameters (optimizers keep extra keys).
 
-    With `base_fan_in = d_0`, weights of structured and dense layers (`nn.Linear`,
-    Hugging Face's `Conv1D`) are
-    further scaled by `d_0 / d_in` (the μP width transfer `η = η_0 d_0 / d_in` of
-    Section 3.3), so `lr` is the rate tuned at width `d_0`. Adam only.
+    **Width transfer**: with `base_fan_in = d_0`, `lr` is the rate tuned at width `d_0`
+    and transfers to every width. Each parameter's rate is scaled by the spectral
+    condition for feature learning (Yang, Simon and Bernstein, 2023), μP (Tensor Programs
+    V, Table 3) with one constant for all layers (structured components keep their
+    `κ_i` on top):
+
+    | parameter | Adam | SGD |
+    | --- | --- | --- |
+    | weight of a `d_out x d_in` layer: structured, `nn.Linear`, `Conv1D` (input, hidden or readout) | `d_0 / d_in` | `d_out / d_in` |
+    | `nn.Embedding` table with `dim` columns | 1 | `dim / d_0` |
+    | vector of length `n` (bias, norm gain) | 1 | `n / d_0` |
+    | any other parameter | 1 | 1 |
+
+    The Adam rule is "Compute Better Spent"'s `η_0 d_0 / d_in` (Section 3.3). μP also
+    fixes initialisations, which are the model's: see "μP for a whole model" in the
+    training guide (a zero readout, the residual branches' last layers, attention).
 
     Args:
         module: Any model; its structured layers are found by type.
-        lr: The learning rate of the dense model.
+        lr: The learning rate of the dense model (at width `base_fan_in` if given).
         weight_decay: Decoupled weight decay (AdamW) for matrix-shaped parameters.
         base_fan_in: `d_0` for width transfer, or `None` for none.
         optimizer: `"adam"` (also for AdamW) or `"sgd"`.
@@ -90,7 +154,8 @@ def param_groups(
         A list of dicts for `torch.optim.AdamW(groups)` (or `SGD`).
 
     Raises:
-        ValueError: an unknown `optimizer`, or `base_fan_in` with SGD.
+        ValueError: an unknown `optimizer`, or a `base_fan_in` below 1.
+        TypeError: a `base_fan_in` that is not an int.
 
     Examples:
         >>> import torch, structlin.nn as snn
@@ -99,22 +164,21 @@ def param_groups(
         >>> sorted((g["lr"], g["weight_decay"], len(g["params"])) for g in groups)
         [(0.0005, 0.1, 1), (0.001, 0.0, 2), (0.001, 0.1, 1), (0.008, 0.1, 1)]
         >>> opt = torch.optim.AdamW(groups)
+
+        Width transfer from width 64: an embedding, a hidden Monarch layer, a readout.
+
+        >>> mlp = torch.nn.Sequential(
+        ...     torch.nn.Embedding(100, 256), snn.Linear(256, 256, "monarch", nblocks=4), torch.nn.Linear(256, 10)
+        ... )
+        >>> snn.mup_lr_multipliers(mlp, base_fan_in=64)
+        {'0.weight': 1.0, '1.blocks_0': 0.5, '1.blocks_1': 0.5, '1.bias': 1.0, '2.weight': 0.25, '2.bias': 1.0}
     """
-    _check_optimizer(optimizer)
-    if base_fan_in is not None and optimizer != "adam":
-        raise ValueError("base_fan_in (μP width transfer) is defined for Adam only here")
-    infos = _infos(module)
-    fan_in = _dense_fan_ins(module)
+    multipliers = _multipliers(module, optimizer, base_fan_in)
     groups: dict[tuple[float, float], dict[str, Any]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        info = infos.get(name)
-        multiplier = _multiplier(info, optimizer)
-        if base_fan_in is not None:
-            d_in = info.layer_fan_in if info is not None else fan_in.get(name)
-            if d_in is not None:
-                multiplier *= base_fan_in / d_in
+        multiplier = multipliers[name]
         decay = weight_decay if p.ndim >= 2 else 0.0
         group = groups.setdefault(
             (multiplier, decay),
@@ -129,13 +193,3 @@ def param_groups(
         group["params"].append(p)
         group["names"].append(name)
     return list(groups.values())
-
-
-def _dense_fan_ins(module: nn.Module) -> dict[str, int]:
-    """`in_features` of every dense layer's weight (`nn.Linear` and Hugging Face's
-    `Conv1D`, whose weight is stored transposed), by qualified name."""
-    return {
-        f"{prefix}.weight" if prefix else "weight": dense_layers.features(child)[0]
-        for prefix, child in module.named_modules()
-        if dense_layers.dense_kind(child) is not None
-    }
