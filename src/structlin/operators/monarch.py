@@ -470,6 +470,12 @@ def kernel_for(A: GeneralizedMonarch, X: Array, side: str = "rows") -> kernels.K
 
 @dispatch
 def matmat(A: GeneralizedMonarch, X: object):
+    return apply(A, X)
+
+
+def apply(A: GeneralizedMonarch, X: Array) -> Array:
+    """`A @ X` for a 2-D `X` of `A`'s backend: the `matmat` rule without the dispatch, for
+    rules of other operators that apply a Monarch matrix (the Monarch DFT of a circulant)."""
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
     Y = by_kernel(MONARCH_COLS, backend, X, *A.blocks) if A.perm_layout == DEFAULT else None
