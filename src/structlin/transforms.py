@@ -401,7 +401,17 @@ def _trig(
     return GeneralizedMonarch(arrays, perms, shape=shape)
 
 
-_TRIG_DOC = """The `n`-point {name} of type `type` as an exact real Monarch operator: `scipy.fft.{fn}(x, type, norm=norm)`.
+def dct(
+    n: int,
+    type: int = 2,
+    *,
+    norm: str = "backward",
+    factors: Sequence[int] | None = None,
+    dtype: DType = None,
+    backend: Backend | str = "numpy",
+    device: Device = None,
+) -> GeneralizedMonarch:
+    """The `n`-point DCT of type `type` as an exact real Monarch operator: `scipy.fft.dct(x, type, norm=norm)`.
 
     Every type SciPy offers (1, 2, 3 and 4) is covered, by one construction: each
     is the real part of a DFT of length `M` (`2 (n - 1)` for the type-1 DCT,
@@ -410,8 +420,8 @@ _TRIG_DOC = """The `n`-point {name} of type `type` as an exact real Monarch oper
 
     `y = Re(diag(b) F_M diag(a) [x; 0])[:n]`,
 
-    since each `cos` (`sin`) of the definition is the real part of `e^{{-i theta}}`
-    (`i e^{{-i theta}}`) and `theta` splits into `2 pi k m / M` and terms in `k` or
+    since each `cos` (`sin`) of the definition is the real part of `e^{-i theta}`
+    (`i e^{-i theta}`) and `theta` splits into `2 pi k m / M` and terms in `k` or
     `m` alone. `F_M` is [`dft`][structlin.dft]`(M, factors=factors)` computed in real
     arithmetic (complex numbers as `(re, im)` pairs, so each middle block is the
     `2 x 2` real form of a complex one), with `diag(a)` folded into the first
@@ -423,13 +433,13 @@ _TRIG_DOC = """The `n`-point {name} of type `type` as an exact real Monarch oper
     Cost about `8 M (n_1 + ... + n_p)` real multiply-adds per vector for
     `M = n_1 ... n_p` (four times a complex DFT's count of `M (n_1 + ... + n_p)`
     multiplications, less at the real ends), twice that in stored entries; the
-    default split of `M` is balanced (`O(n^{{1.5}})`). `M = 2n` always has the factor 2,
+    default split of `M` is balanced (`O(n^{1.5})`). `M = 2n` always has the factor 2,
     but for a prime `n` the best split of `2n` is `(2, n)`: exact, at the cost of a
     dense matrix (`O(n^2)`), the dense-cost fallback; choose a length with small
     factors for speed.
 
     The transpose is structured (a `GeneralizedMonarch` again); the inverse is
-    [`{inverse}`][structlin.{inverse}], an operator of the same form (`A.inv()` of this
+    [`idct`][structlin.idct], an operator of the same form (`A.inv()` of this
     padded operator is a lazy inverse that factorises the dense matrix).
 
     Args:
@@ -450,36 +460,10 @@ _TRIG_DOC = """The `n`-point {name} of type `type` as an exact real Monarch oper
     Examples:
         >>> import numpy as np, scipy.fft, structlin as sl
         >>> x = np.random.default_rng(0).standard_normal(12)
-        >>> C = sl.{fn}(12, type=2, norm="ortho")
-        >>> bool(np.allclose(C @ x, scipy.fft.{fn}(x, type=2, norm="ortho")))
+        >>> C = sl.dct(12, type=2, norm="ortho")
+        >>> bool(np.allclose(C @ x, scipy.fft.dct(x, type=2, norm="ortho")))
         True
     """
-
-_ITRIG_DOC = """The inverse of [`{fn}`][structlin.{fn}]`(n, type, norm)`: `scipy.fft.i{fn}(x, type, norm=norm)`.
-
-    The inverse of a type-`t` transform is the transform of type 1, 3, 2, 4 for
-    `t` = 1, 2, 3, 4, with the normalisation `"backward"` and `"forward"` swapped (as
-    SciPy defines `i{fn}`); it is built by [`{fn}`][structlin.{fn}], as an exact real
-    Monarch operator of the same form and cost. `factors` splits its DFT length.
-
-    Examples:
-        >>> import numpy as np, structlin as sl
-        >>> x = np.random.default_rng(0).standard_normal(10)
-        >>> bool(np.allclose(sl.i{fn}(10) @ (sl.{fn}(10) @ x), x))
-        True
-    """
-
-
-def dct(
-    n: int,
-    type: int = 2,
-    *,
-    norm: str = "backward",
-    factors: Sequence[int] | None = None,
-    dtype: DType = None,
-    backend: Backend | str = "numpy",
-    device: Device = None,
-) -> GeneralizedMonarch:
     return _trig("dct", n, type, norm, factors, dtype, backend, device)
 
 
@@ -493,6 +477,59 @@ def dst(
     backend: Backend | str = "numpy",
     device: Device = None,
 ) -> GeneralizedMonarch:
+    """The `n`-point DST of type `type` as an exact real Monarch operator: `scipy.fft.dst(x, type, norm=norm)`.
+
+    Every type SciPy offers (1, 2, 3 and 4) is covered, by one construction: each
+    is the real part of a DFT of length `M` (`2 (n - 1)` for the type-1 DCT,
+    `2 (n + 1)` for the type-1 DST, `2n` otherwise) between two diagonal
+    matrices,
+
+    `y = Re(diag(b) F_M diag(a) [x; 0])[:n]`,
+
+    since each `cos` (`sin`) of the definition is the real part of `e^{-i theta}`
+    (`i e^{-i theta}`) and `theta` splits into `2 pi k m / M` and terms in `k` or
+    `m` alone. `F_M` is [`dft`][structlin.dft]`(M, factors=factors)` computed in real
+    arithmetic (complex numbers as `(re, im)` pairs, so each middle block is the
+    `2 x 2` real form of a complex one), with `diag(a)` folded into the first
+    factor, `diag(b)` and the real part into the last: a real
+    [`GeneralizedMonarch`][structlin.GeneralizedMonarch] of `p` block factors
+    (`p = len(factors)`, default 2) that zero-pads `x` from `n` to `M` entries and keeps
+    the first `n` outputs (`shape = (n, n)`).
+
+    Cost about `8 M (n_1 + ... + n_p)` real multiply-adds per vector for
+    `M = n_1 ... n_p` (four times a complex DFT's count of `M (n_1 + ... + n_p)`
+    multiplications, less at the real ends), twice that in stored entries; the
+    default split of `M` is balanced (`O(n^{1.5})`). `M = 2n` always has the factor 2,
+    but for a prime `n` the best split of `2n` is `(2, n)`: exact, at the cost of a
+    dense matrix (`O(n^2)`), the dense-cost fallback; choose a length with small
+    factors for speed.
+
+    The transpose is structured (a `GeneralizedMonarch` again); the inverse is
+    [`idst`][structlin.idst], an operator of the same form (`A.inv()` of this
+    padded operator is a lazy inverse that factorises the dense matrix).
+
+    Args:
+        n: Transform size (`n >= 2` for the type-1 DCT).
+        type: 1, 2, 3 or 4, SciPy's types.
+        norm: `"backward"` (SciPy's default, no scaling), `"ortho"` (orthonormal: SciPy's
+            `orthogonalize=True`) or `"forward"` (`1 / M`).
+        factors: `(n_1, ..., n_p)` with product `M`, the DFT length above; by default the
+            balanced pair.
+        dtype: A real dtype (the backend's default float if `None`).
+        backend: `"numpy"`, `"torch"`, `"jax"` or a [`Backend`][structlin.backends.Backend].
+        device: Where to put the blocks.
+
+    Raises:
+        ValueError: an unknown `type` or `norm`, `factors` whose product is not `M`.
+        TypeError: a complex `dtype`.
+
+    Examples:
+        >>> import numpy as np, scipy.fft, structlin as sl
+        >>> x = np.random.default_rng(0).standard_normal(12)
+        >>> C = sl.dst(12, type=2, norm="ortho")
+        >>> bool(np.allclose(C @ x, scipy.fft.dst(x, type=2, norm="ortho")))
+        True
+    """
     return _trig("dst", n, type, norm, factors, dtype, backend, device)
 
 
@@ -506,6 +543,19 @@ def idct(
     backend: Backend | str = "numpy",
     device: Device = None,
 ) -> GeneralizedMonarch:
+    """The inverse of [`dct`][structlin.dct]`(n, type, norm)`: `scipy.fft.idct(x, type, norm=norm)`.
+
+    The inverse of a type-`t` transform is the transform of type 1, 3, 2, 4 for
+    `t` = 1, 2, 3, 4, with the normalisation `"backward"` and `"forward"` swapped (as
+    SciPy defines `idct`); it is built by [`dct`][structlin.dct], as an exact real
+    Monarch operator of the same form and cost. `factors` splits its DFT length.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> x = np.random.default_rng(0).standard_normal(10)
+        >>> bool(np.allclose(sl.idct(10) @ (sl.dct(10) @ x), x))
+        True
+    """
     return _trig("dct", n, _inverse_type(type), _swapped(norm), factors, dtype, backend, device)
 
 
@@ -519,6 +569,19 @@ def idst(
     backend: Backend | str = "numpy",
     device: Device = None,
 ) -> GeneralizedMonarch:
+    """The inverse of [`dst`][structlin.dst]`(n, type, norm)`: `scipy.fft.idst(x, type, norm=norm)`.
+
+    The inverse of a type-`t` transform is the transform of type 1, 3, 2, 4 for
+    `t` = 1, 2, 3, 4, with the normalisation `"backward"` and `"forward"` swapped (as
+    SciPy defines `idst`); it is built by [`dst`][structlin.dst], as an exact real
+    Monarch operator of the same form and cost. `factors` splits its DFT length.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> x = np.random.default_rng(0).standard_normal(10)
+        >>> bool(np.allclose(sl.idst(10) @ (sl.dst(10) @ x), x))
+        True
+    """
     return _trig("dst", n, _inverse_type(type), _swapped(norm), factors, dtype, backend, device)
 
 
@@ -528,9 +591,3 @@ def _inverse_type(type_: int) -> int:
 
 def _swapped(norm: str) -> str:
     return _SWAPPED_NORM.get(norm, norm) if isinstance(norm, str) else norm
-
-
-dct.__doc__ = _TRIG_DOC.format(name="DCT", fn="dct", inverse="idct")
-dst.__doc__ = _TRIG_DOC.format(name="DST", fn="dst", inverse="idst")
-idct.__doc__ = _ITRIG_DOC.format(fn="dct")
-idst.__doc__ = _ITRIG_DOC.format(fn="dst")
