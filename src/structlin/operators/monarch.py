@@ -288,10 +288,10 @@ def normalize_perm(perm: object, what: str = "perm") -> Perm:
             f"an axis permutation (dims, axes), got {perm!r}"
         )
     first, second = perm
-    if not hasattr(first, "__len__"):  # (rows, cols)
+    if np.ndim(first) == 0:  # (rows, cols)
         return (_checks.size(first, f"{what} rows"), _checks.size(second, f"{what} cols"))
     dims = tuple(_checks.size(d, f"{what} dims[{i}]") for i, d in enumerate(first))
-    axes = tuple(second) if hasattr(second, "__len__") else None
+    axes = tuple(second) if np.ndim(second) == 1 else None
     if axes is None or sorted(int(a) for a in axes) != list(range(len(dims))):
         raise ValueError(
             f"{what}: axes {second!r} must be a permutation of range({len(dims)}) for dims {dims}"
