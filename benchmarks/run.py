@@ -37,6 +37,7 @@ BENCHMARKS = (
     "layers",
     "adapters",
     "sharding",
+    "mixer",
 )
 
 

@@ -188,7 +188,12 @@ BUILT_INS: dict[str, Any] = {
     "Adjoint": lambda: sl.Adjoint(sl.Dense(np.eye(6) + 1j * np.ones((6, 6)))),
     "Inverse": lambda: sl.Inverse(_D + _L),
     "dft": lambda: sl.dft(6),
+    "dft order 3": lambda: sl.dft(12, factors=(2, 3, 2)),
+    "dct": lambda: sl.dct(6),
     "hadamard": lambda: sl.hadamard(8),
+    "Circulant": lambda: sl.circulant(np.array([3.0, 1.0, 0.0, 0.5, 0.0, -1.0])),
+    "Toeplitz": lambda: sl.toeplitz(np.arange(1.0, 7.0), np.arange(2.0, 8.0)),
+    "Convolution": lambda: sl.convolution(np.array([1.0, 2.0, -1.0]), 6, "same"),
 }
 
 

@@ -37,6 +37,14 @@ from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
 from structlin.operators.btt import BTT
+from structlin.operators.circulant import (
+    Circulant,
+    Convolution,
+    Toeplitz,
+    circulant,
+    convolution,
+    toeplitz,
+)
 from structlin.operators.diagonal import Diagonal
 from structlin.operators.identity import Identity
 from structlin.operators.kron import Kron
@@ -45,7 +53,7 @@ from structlin.operators.monarch import GeneralizedMonarch, Monarch
 from structlin.operators.permutation import Permutation, StridePermutation
 from structlin.operators.tt import TT
 from structlin.sharding import block_shardings
-from structlin.transforms import dft, hadamard
+from structlin.transforms import dct, dft, dst, hadamard, idct, idst
 
 __version__ = "0.1.0"
 
@@ -53,6 +61,8 @@ __all__ = [
     "Adjoint",
     "BTT",
     "BlockDiag",
+    "Circulant",
+    "Convolution",
     "Dense",
     "DenseFallbackWarning",
     "Diagonal",
@@ -70,14 +80,21 @@ __all__ = [
     "StridePermutation",
     "Sum",
     "TT",
+    "Toeplitz",
     "Transpose",
     "adjoint",
     "backends",
     "block_shardings",
+    "circulant",
+    "convolution",
+    "dct",
     "dft",
     "diag",
+    "dst",
     "from_cola",
     "hadamard",
+    "idct",
+    "idst",
     "inv",
     "logdet",
     "matmat",
@@ -92,6 +109,7 @@ __all__ = [
     "to_cola",
     "to_dense",
     "to_scipy",
+    "toeplitz",
     "trace",
     "transpose",
 ]

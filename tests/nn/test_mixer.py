@@ -45,11 +45,13 @@ def direct_reference(u: torch.Tensor, k_fwd: torch.Tensor, k_rev: torch.Tensor |
     return y
 
 
-def conv_layer(d: int, max_len: int, causal: bool, dtype: torch.dtype, seed: int = 0):
+def conv_layer(
+    d: int, max_len: int, causal: bool, dtype: torch.dtype, seed: int = 0, order: int = 2
+):
     """A layer whose kernels span every lag at unit scale (no decay), to test the
     convolution over its whole length."""
     torch.manual_seed(seed)
-    layer = snn.MonarchMixer(d, max_len, causal=causal, structure="dense", dtype=dtype)
+    layer = snn.MonarchMixer(d, max_len, causal=causal, structure="dense", dtype=dtype, order=order)
     with torch.no_grad():
         layer.decay.zero_()
         layer.kernel.normal_(0, 1 / math.sqrt(max_len))
@@ -106,11 +108,12 @@ def test_dft_sizes_are_sub_quadratic_for_every_length():
         _monarch_conv.conv_size(8.0)
 
 
+@pytest.mark.parametrize("order", [2, 3, 4])
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("seq_len", [64, 1000, 2048])
-def test_conv_equals_the_fft_reference_in_float32(causal, seq_len):
+def test_conv_equals_the_fft_reference_in_float32(causal, seq_len, order):
     """The acceptance criterion: 1e-5 against a torch.fft convolution, float32, long sequences."""
-    layer = conv_layer(4, seq_len, causal, torch.float32)
+    layer = conv_layer(4, seq_len, causal, torch.float32, order=order)
     u = torch.randn(2, seq_len, 4)
     y = layer.long_conv(u)
     assert y.dtype == torch.float32
@@ -126,10 +129,11 @@ def test_conv_equals_the_fft_reference_in_float32(causal, seq_len):
     batch=st.integers(1, 3),
     causal=st.booleans(),
     seed=st.integers(0, 2**16),
+    order=st.integers(2, 4),
 )
-def test_conv_equals_the_direct_sum_in_float64(seq_len, d, batch, causal, seed):
-    """Every length (powers of two, primes, padded DFT sizes) against the definition."""
-    layer = conv_layer(d, 40, causal, torch.float64, seed)
+def test_conv_equals_the_direct_sum_in_float64(seq_len, d, batch, causal, seed, order):
+    """Every length (powers of two, primes, padded DFT sizes) and order against the definition."""
+    layer = conv_layer(d, 40, causal, torch.float64, seed, order=order)
     u = torch.randn(batch, seq_len, d, dtype=torch.float64)
     k_fwd, k_rev = layer.kernels(seq_len)
     want = direct_reference(u, k_fwd, k_rev)
@@ -153,9 +157,10 @@ def test_kernels_decay_and_shapes():
 
 
 # -- causality ------------------------------------------------------------------------
+@pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("seq_len", [37, 64])
-def test_causal_block_outputs_never_depend_on_later_inputs(seq_len):
-    block = random_block(max_len=64)
+def test_causal_block_outputs_never_depend_on_later_inputs(seq_len, order):
+    block = random_block(max_len=64, order=order)
     x = torch.randn(2, seq_len, 8, dtype=torch.float64)
     y = block(x)
     for t in [0, 1, 7, seq_len // 2, seq_len - 1]:
@@ -170,8 +175,9 @@ def test_causal_block_outputs_never_depend_on_later_inputs(seq_len):
         torch.testing.assert_close(block(x[:, :t]), y[:, :t], rtol=1e-10, atol=1e-10)
 
 
-def test_causal_gradients_vanish_for_later_inputs():
-    block = random_block(max_len=24)
+@pytest.mark.parametrize("order", [2, 3])
+def test_causal_gradients_vanish_for_later_inputs(order):
+    block = random_block(max_len=24, order=order)
     x = torch.randn(1, 24, 8, dtype=torch.float64, requires_grad=True)
     for t in [0, 5, 23]:
         (grad,) = torch.autograd.grad(block(x)[0, t].sum(), x)
@@ -180,8 +186,9 @@ def test_causal_gradients_vanish_for_later_inputs():
         assert grad[0, t].abs().max().item() > 1e-3, t
 
 
-def test_bidirectional_block_depends_on_later_inputs():
-    block = random_block(max_len=64, causal=False)
+@pytest.mark.parametrize("order", [2, 3])
+def test_bidirectional_block_depends_on_later_inputs(order):
+    block = random_block(max_len=64, causal=False, order=order)
     x = torch.randn(2, 50, 8, dtype=torch.float64)
     y = block(x)
     for t in [1, 25, 49]:
@@ -221,10 +228,11 @@ def test_random_block_values_are_float32_float64_consistent():
     torch.testing.assert_close(block32(x.float()).double(), block64(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("causal", [True, False])
-def test_gradcheck_in_float64(causal):
+def test_gradcheck_in_float64(causal, order):
     torch.manual_seed(0)
-    block = random_block(d=4, max_len=7, causal=causal)
+    block = random_block(d=4, max_len=7, causal=causal, order=order)
     x = torch.randn(1, 5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x,))
     # ... and in the convolution's own parameters.
@@ -333,3 +341,31 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu(x.cuda()).cpu(), block(x), rtol=1e-4, atol=1e-4)
     (gpu(x.cuda()) ** 2).sum().backward()
     assert gpu.kernel.grad.is_cuda
+
+
+def test_order_p_dft_sizes_and_repr():
+    assert snn.MonarchMixer.dft_size(512, order=3) == (1024, 8, 8, 16)
+    assert snn.MonarchMixer.dft_size(100) == snn.MonarchMixer.dft_size(100, order=2)
+    for seq_len in [1, 7, 97, 1000, 4097]:
+        for order in (3, 4):
+            n, *factors = snn.MonarchMixer.dft_size(seq_len, order=order)
+            assert n >= 2 * seq_len
+            assert math.prod(factors) == n
+            assert len(factors) == order
+            assert sum(factors) <= 1.5 * order * n ** (1 / order) + 1e-9
+    block = snn.MonarchMixer(8, 16, order=3)
+    assert "order=3" in repr(block)
+    with pytest.raises(ValueError, match="order must be at least 2"):
+        snn.MonarchMixer(8, 16, order=1)
+
+
+def test_order_p_plan_is_the_order_p_monarch_dft():
+    """The plan's factors are those of `sl.dft(n, factors=...)`: its F x in digit order."""
+    plan = _monarch_conv.plan_order(20, 3, torch.float64, torch.device("cpu"))
+    F = sl.dft(plan.n, factors=plan.factors)
+    assert F.nfactors == 3
+    x = torch.randn(plan.n, 1, dtype=torch.float64)
+    z = _monarch_conv._dft_order(x, plan)  # (n_1, n_2, n_3, 1), frequency f_1 + n_1 f_2 + ...
+    want = np.fft.fft(x[:, 0].numpy())
+    got = z[..., 0].numpy().transpose(2, 1, 0).reshape(-1)  # to the natural order
+    np.testing.assert_allclose(got, want, atol=1e-10)

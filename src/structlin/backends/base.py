@@ -203,6 +203,10 @@ class Backend(abc.ABC):
     def conj(self, x: Array) -> Array: ...
 
     @abc.abstractmethod
+    def real(self, x: Array) -> Array:
+        """The real part of `x` (a real `x` as it is)."""
+
+    @abc.abstractmethod
     def abs(self, x: Array) -> Array: ...
 
     @abc.abstractmethod

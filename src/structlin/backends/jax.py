@@ -119,6 +119,9 @@ class JaxBackend(Backend):
     def conj(self, x: Array) -> Array:
         return jnp.conj(x)
 
+    def real(self, x: Array) -> Array:
+        return jnp.real(x)
+
     def abs(self, x: Array) -> Array:
         return jnp.abs(x)
 

@@ -135,6 +135,9 @@ class NumpyBackend(Backend):
         # holds views of its arrays like `A.T` rather than copies.
         return np.conj(x) if np.iscomplexobj(x) else x
 
+    def real(self, x: Array) -> Array:
+        return np.real(x)
+
     def abs(self, x: Array) -> Array:
         return np.abs(x)
 

@@ -181,6 +181,9 @@ class TorchBackend(Backend):
         # and a tensor carrying it refuses `.numpy()`.
         return torch.conj_physical(x) if x.is_complex() else x
 
+    def real(self, x: Array) -> Array:
+        return torch.real(x) if x.is_complex() else x
+
     def abs(self, x: Array) -> Array:
         return x.abs()
 

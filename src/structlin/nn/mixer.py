@@ -88,6 +88,15 @@ class MonarchMixer(nn.Module):
     cast) and cached, `2 (n_1^2 + n n_2)` numbers per length, dtype and device; the
     ones for `max_len` are built with the layer.
 
+    **Order.** With `order=p >= 3` the DFT is the order-`p` Monarch matrix
+    [`structlin.dft`][structlin.dft]`(n, factors=(n_1, ..., n_p))` (Monarch Mixer's
+    order-`p` Monarch matrices, `n_i ≈ n^{1/p}`): `p` block-diagonal factors, so the
+    convolution costs about `8 n (n_1 + ... + n_p)` real flops per channel and DFT,
+    `O(p N^{1 + 1/p})` instead of `O(N^{1.5})`, computed in complex arithmetic (one
+    matmul with the shared `F_{n_j}` per factor and a pointwise product with its
+    twiddles); see [`dft_size`][structlin.nn.MonarchMixer.dft_size]. Order 2 keeps the
+    real-arithmetic plan above. The results agree to rounding for every order.
+
     Args:
         d_model: Width `d`.
         max_len: The longest sequence the layer takes (the kernel's length).
@@ -95,6 +104,8 @@ class MonarchMixer(nn.Module):
         structure: `"monarch"` (default), `"blockdiag"` or `"dense"` for the four projections
             (or a registered structure whose only option is `nblocks`, or that takes none).
         nblocks: Blocks of the Monarch or block-diagonal projections.
+        order: Factors `p` of the Monarch DFT of the long convolution (see "Order" above):
+            2 (default) or more.
         mlp_ratio: Hidden width of the MLP over `d`.
         short_kernel: Taps of the short depthwise convolution.
         zero_init_residual: Zero the output-side components of `out_proj` and `down`
@@ -131,6 +142,7 @@ class MonarchMixer(nn.Module):
         causal: bool = True,
         structure: str = "monarch",
         nblocks: int = 4,
+        order: int = 2,
         mlp_ratio: float = 4.0,
         short_kernel: int = 3,
         zero_init_residual: bool = True,
@@ -141,6 +153,12 @@ class MonarchMixer(nn.Module):
         d_model = _checks.size(d_model, "MonarchMixer: d_model")
         max_len = _checks.size(max_len, "MonarchMixer: max_len")
         short_kernel = _checks.size(short_kernel, "MonarchMixer: short_kernel")
+        order = _checks.size(order, "MonarchMixer: order")
+        if order < 2:
+            raise ValueError(
+                f"MonarchMixer: order must be at least 2 (the factors of the Monarch DFT), "
+                f"got {order}"
+            )
         choices = _structures()
         if structure not in choices:
             raise ValueError(
@@ -151,6 +169,7 @@ class MonarchMixer(nn.Module):
         if hidden < 1:
             raise ValueError(f"MonarchMixer: mlp_ratio={mlp_ratio!r} gives no hidden units")
         self.d_model, self.max_len, self.causal = d_model, max_len, bool(causal)
+        self.order = order
         self.structure, self.nblocks, self.zero_init_residual = (
             structure,
             nblocks,
@@ -178,18 +197,30 @@ class MonarchMixer(nn.Module):
         self._reset_mixing()
         # Build the DFT blocks of the longest sequence now, so that the common case
         # (training at max_len) finds them cached, in eager mode and under torch.compile.
-        _monarch_conv.plan(self.max_len, self.kernel.dtype, self.kernel.device)
+        work = torch.promote_types(self.kernel.dtype, torch.float32)
+        self._plan(self.max_len, work, self.kernel.device)
+
+    def _plan(self, seq_len: int, work: torch.dtype, device: torch.device):
+        """The cached DFT plan of `seq_len` for this layer's order."""
+        if self.order == 2:
+            return _monarch_conv.plan(seq_len, work, device)
+        return _monarch_conv.plan_order(seq_len, self.order, work, device)
 
     @staticmethod
-    def dft_size(seq_len: int) -> tuple[int, int, int]:
-        """`(n, n_1, n_2)`: the Monarch DFT length `n = n_1 n_2 >= 2 seq_len` of the long convolution.
+    def dft_size(seq_len: int, order: int = 2) -> tuple[int, ...]:
+        """`(n, n_1, ..., n_p)`: the Monarch DFT length `n = n_1 ... n_p >= 2 seq_len` of the long convolution.
 
-        The smallest `n >= 2 seq_len` whose split keeps the DFT's matmuls within 1.5x
-        of their best cost `16 n^{1.5}` flops per channel: `2 seq_len` itself for
-        powers of two and other lengths with balanced factors, a little more
-        otherwise (every length is allowed; the padding is exact).
+        Order 2: the smallest `n >= 2 seq_len` whose split keeps the DFT's matmuls
+        within 1.5x of their best cost `16 n^{1.5}` flops per channel: `2 seq_len`
+        itself for powers of two and other lengths with balanced factors, a little
+        more otherwise (every length is allowed; the padding is exact). Order `p`:
+        the smallest `n >= 2 seq_len` with `p` factors whose sum is within 1.5x of
+        `p n^{1/p}`, ascending.
         """
-        return _monarch_conv.conv_size(seq_len)
+        if order == 2:
+            return _monarch_conv.conv_size(seq_len)
+        n, factors = _monarch_conv.conv_size_order(seq_len, order)
+        return (n, *factors)
 
     # -- parameters ----------------------------------------------------------------
     @torch.no_grad()
@@ -288,12 +319,16 @@ class MonarchMixer(nn.Module):
         # it in float32 at least (under autocast too).
         work = torch.promote_types(dtype, torch.float32)
         with torch.autocast(u.device.type, enabled=False):
-            plan = _monarch_conv.plan(u.shape[0], work, u.device)
+            plan = self._plan(u.shape[0], work, u.device)
             k_fwd, k_rev = self.kernels(u.shape[0])
             k_fwd = k_fwd.to(work)
             k_rev = None if k_rev is None else k_rev.to(work)
-            spectrum = _monarch_conv.kernel_spectrum(k_fwd, k_rev, plan)
-            y = _monarch_conv.conv(u.to(work).contiguous(), spectrum, plan)
+            if self.order == 2:
+                spectrum = _monarch_conv.kernel_spectrum(k_fwd, k_rev, plan)
+                y = _monarch_conv.conv(u.to(work).contiguous(), spectrum, plan)
+            else:
+                spectrum = _monarch_conv.kernel_spectrum_order(k_fwd, k_rev, plan)
+                y = _monarch_conv.conv_order(u.to(work).contiguous(), spectrum, plan)
         return y.to(dtype)
 
     def _short_conv(self, h: torch.Tensor) -> torch.Tensor:
@@ -312,6 +347,8 @@ class MonarchMixer(nn.Module):
         ]
         if self.structure != "dense":
             parts.append(f"nblocks={self.nblocks}")
+        if self.order != 2:
+            parts.append(f"order={self.order}")
         return ", ".join(parts)
 
 

@@ -33,6 +33,19 @@ from structlin.structure import Structure, register_structure
 Stride = tuple[int, int] | None
 """A stride permutation `x -> x.reshape(rows, cols).T.reshape(-1)` as `(rows, cols)`; `None` is the identity."""
 
+AxisPerm = tuple[tuple[int, ...], tuple[int, ...]]
+"""An axis permutation `x -> x.reshape(dims).transpose(axes).reshape(-1)` as `(dims, axes)`.
+
+The tensor transpositions of the order-`p` Monarch matrices (Fu et al. 2023): a stride
+permutation is the two-axis case `((rows, cols), (1, 0))`, and is always written
+`(rows, cols)`. Stored in a canonical form (axes of size 1 dropped, axes that stay
+neighbours merged), so that equal permutations compare equal.
+"""
+
+Perm = Stride | AxisPerm
+"""One permutation of a [`GeneralizedMonarch`][structlin.GeneralizedMonarch]: `None`, a
+`Stride` `(rows, cols)` or an `AxisPerm` `(dims, axes)`."""
+
 DEFAULT = "default"
 """`GeneralizedMonarch.perm_layout` of a two-factor matrix in the original code's layout,
 `perms == default_perms(blocks[1].shape)`: what the Monarch kernels compute."""
@@ -80,7 +93,11 @@ class GeneralizedMonarch(LinearOperator):
     - `B_i` is block-diagonal with `nb_i` equal blocks of shape `(q_i, p_i)`, stored
       as `blocks[i]` of shape `(nb_i, q_i, p_i)`; `B_1` acts first.
     - `P_i` is the stride permutation `perms[i] = (rows, cols)`, which maps a vector
-      `x` to `x.reshape(rows, cols).T.reshape(-1)`, or the identity for `None`.
+      `x` to `x.reshape(rows, cols).T.reshape(-1)`, the identity for `None`, or an
+      axis permutation `perms[i] = (dims, axes)`, which maps `x` to
+      `x.reshape(dims).transpose(axes).reshape(-1)` (the tensor transpositions of the
+      order-`p` Monarch matrices of Monarch Mixer; [`dft`][structlin.dft] with `p >= 3`
+      factors ends with one).
     - `S_in^T` zero-pads the input from `d_in` to `N_in = nb_1 p_1` entries and
       `S_out` keeps the first `d_out` of the `N_out = nb_c q_c` outputs, when
       `shape = (d_out, d_in)` is smaller than `(N_out, N_in)`.
@@ -93,11 +110,11 @@ class GeneralizedMonarch(LinearOperator):
     - `M @ X`: `sum_i nb_i q_i p_i k` multiply-adds in `c` batched matmuls, plus one
       copy per permutation; no dense matrix is formed.
     - `M^T = S_in P_0^T B_1^T ... B_c^T P_c^T S_out^T` is of the same form (reversed
-      factors, transposed blocks, `(rows, cols) -> (cols, rows)`), at no cost.
+      factors, transposed blocks, inverse permutations), at no cost.
     - `M^{-1} = P_0^T B_1^{-1} P_1^T ... B_c^{-1} P_c^T` for square blocks and no
       padding: `sum_i nb_i p_i^3` to invert the blocks, the same form again.
     - `log|det M| = sum_i sum_blocks log|det B_i[b]|`; the sign includes the stride
-      permutations' signs `(-1)^{C(rows, 2) C(cols, 2)}`.
+      permutations' signs (`(-1)^{C(rows, 2) C(cols, 2)}` for a stride permutation).
 
     Padded operators, and square ones with rectangular blocks, fall back to the
     dense inverse and log-determinant.
@@ -112,8 +129,9 @@ class GeneralizedMonarch(LinearOperator):
     Args:
         blocks: Floating-point or complex arrays of shapes `(nb_i, q_i, p_i)`, in the
             order they are applied, all of one backend, dtype and device.
-        perms: `len(blocks) + 1` stride permutations `(rows, cols)` or `None`;
-            `perms[0]` is applied before `blocks[0]`, `perms[-1]` after the last block.
+        perms: `len(blocks) + 1` permutations: `None`, stride permutations `(rows, cols)`
+            or axis permutations `(dims, axes)`; `perms[0]` is applied before
+            `blocks[0]`, `perms[-1]` after the last block.
         shape: `(d_out, d_in)`, at most `(N_out, N_in)`; defaults to `(N_out, N_in)`.
 
     Raises:
@@ -162,19 +180,13 @@ class GeneralizedMonarch(LinearOperator):
                 f"{type(self).__name__} blocks have different dtypes {sorted(dtypes)}; "
                 "cast them to one dtype first"
             )
-        if perms is None or any(p is not None and len(p) != 2 for p in perms):
+        if perms is None or isinstance(perms, str) or not hasattr(perms, "__len__"):
             raise ValueError(
-                f"{type(self).__name__} perms must be a sequence of (rows, cols) pairs or None, "
-                f"got {perms!r}"
+                f"{type(self).__name__} perms must be a sequence of permutations: None, "
+                f"(rows, cols) pairs or (dims, axes) axis permutations, got {perms!r}"
             )
         perms = tuple(
-            None
-            if p is None
-            else (
-                _checks.size(p[0], f"{type(self).__name__} perms[{i}] rows"),
-                _checks.size(p[1], f"{type(self).__name__} perms[{i}] cols"),
-            )
-            for i, p in enumerate(perms)
+            normalize_perm(p, f"{type(self).__name__} perms[{i}]") for i, p in enumerate(perms)
         )
         if len(perms) != len(blocks) + 1:
             raise ValueError(
@@ -239,15 +251,82 @@ def _check_chain(blocks: tuple[Array, ...], perms: tuple[Stride, ...], what: str
     _check_perm(perms[-1], size, f"{what} perms[{len(blocks)}]")
 
 
-def _check_perm(perm: Stride, size: int, what: str) -> None:
+def _check_perm(perm: Perm, size: int, what: str) -> None:
     if perm is None:
         return
-    rows, cols = perm
-    if rows < 1 or cols < 1 or rows * cols != size:
+    have = _perm_size(perm)
+    if have != size and isinstance(perm[0], int):
         raise ValueError(
             f"{what} = {perm} must be (rows, cols) with rows * cols == {size}, the size of "
             "the vector it permutes"
         )
+    if have != size:
+        raise ValueError(
+            f"{what} = {perm} must be (dims, axes) with prod(dims) == {size}, the size of "
+            "the vector it permutes"
+        )
+
+
+def _perm_size(perm: Perm) -> int:
+    dims = perm if isinstance(perm[0], int) else perm[0]
+    return math.prod(dims)
+
+
+def normalize_perm(perm: object, what: str = "perm") -> Perm:
+    """`perm` checked and in canonical form: `None`, `(rows, cols)` or `(dims, axes)`.
+
+    Examples:
+        >>> from structlin.operators.monarch import normalize_perm
+        >>> normalize_perm(((2, 1, 3), (2, 1, 0)))  # a size-1 axis dropped: a stride
+        (2, 3)
+    """
+    if perm is None:
+        return None
+    if isinstance(perm, str) or not hasattr(perm, "__len__") or len(perm) != 2:
+        raise ValueError(
+            f"{what} must be None, one of the (rows, cols) pairs of a stride permutation or "
+            f"an axis permutation (dims, axes), got {perm!r}"
+        )
+    first, second = perm
+    if np.ndim(first) == 0:  # (rows, cols)
+        return (_checks.size(first, f"{what} rows"), _checks.size(second, f"{what} cols"))
+    dims = tuple(_checks.size(d, f"{what} dims[{i}]") for i, d in enumerate(first))
+    axes = tuple(second) if np.ndim(second) == 1 else None
+    if axes is None or sorted(int(a) for a in axes) != list(range(len(dims))):
+        raise ValueError(
+            f"{what}: axes {second!r} must be a permutation of range({len(dims)}) for dims {dims}"
+        )
+    return _canonical(dims, tuple(int(a) for a in axes))
+
+
+@lru_cache(maxsize=256)
+def _canonical(dims: tuple[int, ...], axes: tuple[int, ...]) -> Perm:
+    """The axis permutation `(dims, axes)` with axes of size 1 dropped and neighbours merged."""
+    kept = [a for a in axes if dims[a] > 1]
+    rank = {a: i for i, a in enumerate(sorted(kept))}
+    dims = tuple(dims[a] for a in sorted(kept))
+    axes = tuple(rank[a] for a in kept)
+    # Runs of output axes that are consecutive input axes move together: merge them.
+    runs: list[list[int]] = []
+    for a in axes:
+        if runs and runs[-1][-1] + 1 == a:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    by_start = sorted(range(len(runs)), key=lambda i: runs[i][0])
+    merged = tuple(math.prod(dims[a] for a in runs[i]) for i in by_start)
+    order = {i: j for j, i in enumerate(by_start)}
+    out = tuple(order[i] for i in range(len(runs)))
+    if len(out) <= 1:
+        return None
+    if len(out) == 2:
+        return merged  # out == (1, 0): the stride permutation (rows, cols)
+    return (merged, out)
+
+
+def axis_form(perm: Perm) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A stride or axis permutation (not `None`) as `(dims, axes)`."""
+    return (perm, (1, 0)) if isinstance(perm[0], int) else perm
 
 
 def _wrap(
@@ -262,18 +341,52 @@ def _wrap(
     return op
 
 
-def _transposed(perm: Stride) -> Stride:
-    return None if perm is None else (perm[1], perm[0])
+def _transposed(perm: Perm) -> Perm:
+    """The inverse (and transpose) of a permutation."""
+    if perm is None:
+        return None
+    if isinstance(perm[0], int):
+        return (perm[1], perm[0])
+    dims, axes = perm
+    return _canonical(tuple(dims[a] for a in axes), tuple(int(i) for i in np.argsort(axes)))
 
 
-def _permute(X: Array, perm: Stride, backend: Backend) -> Array:
+def _permute(X: Array, perm: Perm, backend: Backend) -> Array:
     """`P X` for the columns of `X`."""
-    return X if perm is None else stride_permute(X, perm[0], perm[1], backend, axis=0)
+    if perm is None:
+        return X
+    if isinstance(perm[0], int):
+        return stride_permute(X, perm[0], perm[1], backend, axis=0)
+    dims, axes = perm
+    n, k = X.shape
+    Y = backend.permute_dims(backend.reshape(X, (*dims, k)), (*axes, len(dims)))
+    return backend.reshape(Y, (n, k))
 
 
-def _permute_rows(X: Array, perm: Stride, backend: Backend) -> Array:
+def _permute_rows(X: Array, perm: Perm, backend: Backend) -> Array:
     """`X P` for the rows of `X`: each row `x` becomes `P^T x`."""
-    return X if perm is None else stride_permute(X, perm[1], perm[0], backend, axis=-1)
+    if perm is None:
+        return X
+    if isinstance(perm[0], int):
+        return stride_permute(X, perm[1], perm[0], backend, axis=-1)
+    dims, axes = _transposed(perm)
+    rows, n = X.shape
+    Y = backend.permute_dims(backend.reshape(X, (rows, *dims)), (0, *(a + 1 for a in axes)))
+    return backend.reshape(Y, (rows, n))
+
+
+def perm_indices(perm: Perm, size: int) -> np.ndarray:
+    """`src` with `(P x)[i] = x[src[i]]` for the permutation `perm` of `size` entries.
+
+    Examples:
+        >>> from structlin.operators.monarch import perm_indices
+        >>> perm_indices((2, 3), 6).tolist()
+        [0, 3, 1, 4, 2, 5]
+    """
+    if perm is None:
+        return np.arange(size)
+    dims, axes = axis_form(perm)
+    return np.arange(size).reshape(dims).transpose(axes).reshape(-1)
 
 
 def _apply_blocks(blocks: Array, X: Array, backend: Backend) -> Array:
@@ -357,6 +470,12 @@ def kernel_for(A: GeneralizedMonarch, X: Array, side: str = "rows") -> kernels.K
 
 @dispatch
 def matmat(A: GeneralizedMonarch, X: object):
+    return apply(A, X)
+
+
+def apply(A: GeneralizedMonarch, X: Array) -> Array:
+    """`A @ X` for a 2-D `X` of `A`'s backend: the `matmat` rule without the dispatch, for
+    rules of other operators that apply a Monarch matrix (the Monarch DFT of a circulant)."""
     backend = backend_of(X)
     X = backend.pad_to(X, 0, _in_size(A.blocks))
     Y = by_kernel(MONARCH_COLS, backend, X, *A.blocks) if A.perm_layout == DEFAULT else None
@@ -464,11 +583,25 @@ def solve(A: GeneralizedMonarch, B: object):
     return B
 
 
-def _stride_sign(perm: Stride) -> int:
+@lru_cache(maxsize=64)
+def _stride_sign(perm: Perm) -> int:
     if perm is None:
         return 1
-    rows, cols = perm
-    return -1 if (rows * (rows - 1) // 2) * (cols * (cols - 1) // 2) % 2 else 1
+    if isinstance(perm[0], int):
+        rows, cols = perm
+        return -1 if (rows * (rows - 1) // 2) * (cols * (cols - 1) // 2) % 2 else 1
+    # An axis permutation: (-1)^(n - #cycles).
+    src = perm_indices(perm, _perm_size(perm))
+    seen = np.zeros(len(src), dtype=bool)
+    cycles = 0
+    for start in range(len(src)):
+        if not seen[start]:
+            cycles += 1
+            i = start
+            while not seen[i]:
+                seen[i] = True
+                i = src[i]
+    return -1 if (len(src) - cycles) % 2 else 1
 
 
 @dispatch
@@ -487,7 +620,7 @@ def slogdet(A: GeneralizedMonarch):
     return sign, logabsdet
 
 
-def _merge(outer: Stride, inner: Stride) -> tuple[bool, Stride]:
+def _merge(outer: Perm, inner: Perm) -> tuple[bool, Perm]:
     """`outer @ inner` as one stride permutation, if it is one (identity or a single stride)."""
     if outer is None or inner is None:
         return True, inner if outer is None else outer
