@@ -224,6 +224,19 @@ def best_rates(results: list[Result], structure: str, parametrization: str) -> d
     return {w: best[w].lr for w in sorted(best)}
 
 
+def transfer_penalty(results: list[Result], structure: str, parametrization: str):
+    """The validation loss of the widest model trained at the rate that was best for the
+    narrowest, and the widest model's best loss: what tuning small and transferring costs."""
+    rates = best_rates(results, structure, parametrization)
+    narrow, wide = min(rates), max(rates)
+    losses = {
+        r.lr: r.val_loss
+        for r in results
+        if (r.structure, r.parametrization, r.width) == (structure, parametrization, wide)
+    }
+    return losses[rates[narrow]], min(losses.values())
+
+
 def shift(rates: dict[int, float]) -> float:
     """How far the best learning rate moves from the narrowest to the widest model
     (a ratio; 1 is perfect transfer, 2 one power of 2 either way)."""
@@ -247,7 +260,13 @@ def print_tables(results: list[Result], structures, parametrizations, widths, lr
                 print(f"{lr:<9.2e}{cells}")
             rates = best_rates(results, structure, p)
             best = "  ".join(f"d={w}: {lr:.2e}" for w, lr in rates.items())
-            print(f"best lr  {best}   (moves {shift(rates):.0f}x)")
+            spread = max(rates.values()) / min(rates.values())
+            print(f"best lr  {best}   (moves {shift(rates):.0f}x; {spread:.0f}x over all widths)")
+            transferred, best_loss = transfer_penalty(results, structure, p)
+            print(
+                f"the rate best at d={widths[0]}, used at d={widths[-1]}: loss {transferred:.3f} "
+                f"(best {best_loss:.3f}, +{transferred - best_loss:.3f})"
+            )
 
 
 def summary(results: list[Result], structures, parametrizations) -> list[dict]:
@@ -257,6 +276,10 @@ def summary(results: list[Result], structures, parametrizations) -> list[dict]:
             "parametrization": p,
             "best_lr": {str(w): lr for w, lr in best_rates(results, s, p).items()},
             "shift": shift(best_rates(results, s, p)),
+            "spread": max(best_rates(results, s, p).values())
+            / min(best_rates(results, s, p).values()),
+            "transferred_loss": transfer_penalty(results, s, p)[0],
+            "best_loss_at_widest": transfer_penalty(results, s, p)[1],
         }
         for s in structures
         for p in parametrizations

@@ -13,7 +13,7 @@ base=...)`, zero readout) at one learning rate for every structure and width: th
 tuned for the dense model at width 64 (`--lr`), which μP transfers.
 
 Every model trains on the same batches for `--steps` Adam steps at a constant rate and
-is scored on 4096 held-out positions at log-spaced steps. Its training compute at a
+is scored on 2048 held-out positions at log-spaced steps. Its training compute at a
 step is `3 x` the forward FLOPs of one example (counted by running the model under
 `torch.utils.flop_counter`, so they are the structure's own, embedding and readout
 included) times the examples seen; wall time is measured too (one thread per process).
@@ -104,7 +104,7 @@ def run(task: Task) -> Run:
             steps.append(step)
             flops.append(3.0 * per_example * task.batch * step)
             seconds.append(elapsed)
-            losses.append(evaluate(model, val) if torch.isfinite(loss) else math.inf)
+            losses.append(evaluate(model, val, n=2048) if torch.isfinite(loss) else math.inf)
     return Run(task.structure, task.width, mlp_params, per_example, steps, flops, seconds, losses)
 
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--smoke", action="store_true", help="tiny (for tests)")
     parser.add_argument("--structures", default=",".join(STRUCTURES))
     parser.add_argument("--widths", help="default 64,128,256,512,1024 (--quick: 64,128,256)")
-    parser.add_argument("--steps", type=int, help="default 600 (--quick: 200)")
+    parser.add_argument("--steps", type=int, help="default 800 (--quick: 200)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument(
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = parser.parse_args(argv)
 
-    widths, steps = "64,128,256,512,1024", 600
+    widths, steps = "64,128,256,512,1024", 800
     if args.quick:
         widths, steps = "64,128,256", 200
     if args.smoke:

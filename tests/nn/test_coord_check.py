@@ -305,3 +305,45 @@ def test_coord_check_seeds_are_averaged():
     two = snn.coord_check(_mlp("monarch"), [16, 32], _data(2), steps=2, seeds=2)
     assert len(two.records) == 2 * len(one.records)
     assert np.isfinite([r.size for r in two.records]).all()
+
+
+def test_coord_check_on_hugging_face_gpt2():
+    """A GPT-2 built from its config, MLPs made Monarch: the check reads its `ModelOutput`, passes
+    the untied model with a zero readout, and flags the readout tied to the input embedding
+    (one parameter, trained at the embedding's rate: the compromise the guide describes)."""
+    transformers = pytest.importorskip("transformers")
+
+    def make(tied):
+        def model(d):
+            config = transformers.GPT2Config(
+                vocab_size=96, n_positions=32, n_embd=d, n_layer=1, n_head=d // 32,
+                tie_word_embeddings=tied, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                bos_token_id=0, eos_token_id=0,
+            )  # fmt: skip
+            gpt2 = transformers.GPT2LMHeadModel(config)
+            snn.replace_linear(gpt2, "monarch", nblocks=4, filter=lambda name, _: ".mlp." in name)
+            if not tied:
+                torch.nn.init.zeros_(gpt2.lm_head.weight)
+            return gpt2
+
+        return model
+
+    g = torch.Generator().manual_seed(0)
+    data = [(x, x) for x in (torch.randint(0, 96, (8, 32), generator=g) for _ in range(3))]
+
+    def loss_fn(out, y):
+        return torch.nn.functional.cross_entropy(
+            out.logits[:, :-1].reshape(-1, 96), y[:, 1:].reshape(-1)
+        )
+
+    def readout_only(name, _):
+        return name == "lm_head"
+
+    untied = snn.coord_check(
+        make(False), [64, 512], data, steps=3, loss_fn=loss_fn, modules=readout_only
+    )
+    assert untied.unstable(factor=2) == [], str(untied)
+    tied = snn.coord_check(
+        make(True), [64, 512], data, steps=3, loss_fn=loss_fn, modules=readout_only
+    )
+    assert tied.growth("lm_head", kind="update") > 2, str(tied)

@@ -3,7 +3,7 @@ activations and updates the same size as the model gets wider?"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -62,8 +62,10 @@ def coord_check(
         parametrization: `"mup"` or `"sp"` (one learning rate for every parameter, the
             baseline; the initialisation is the model's as built).
         base_fan_in: The width `lr` is tuned at under μP (default: the smallest).
-        loss_fn: `loss_fn(outputs, targets)`; default cross-entropy for integer targets
-            (over the last axis of the outputs), mean squared error otherwise.
+        loss_fn: `loss_fn(outputs, targets)` with the model's outputs as it returns
+            them; default cross-entropy for integer targets (over the last axis of the
+            output tensor: the first tensor of a tuple or of a Hugging Face output), mean
+            squared error otherwise.
         modules: `modules(name, module)` says which layers to record; default every
             module that holds parameters of its own, plus the model's output.
         seeds: How many seeds (`0..seeds-1`) or which ones; values are averaged.
@@ -124,16 +126,22 @@ def _batches(data: Any) -> list[Batch]:
     return batches
 
 
-def _default_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _default_loss(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    outputs = _first_tensor(outputs)
+    if outputs is None:
+        raise TypeError("the model's output holds no tensor for the default loss; pass loss_fn")
     if not targets.is_floating_point():
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
     return F.mse_loss(outputs, targets)
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:
-    """A module's output tensor: itself, or the first tensor of a tuple (attention)."""
+    """A module's output tensor: itself, or the first tensor of a tuple (attention) or of a
+    mapping (Hugging Face's `ModelOutput`, whose first field is the logits)."""
     if isinstance(out, torch.Tensor):
         return out
+    if isinstance(out, Mapping):
+        out = tuple(out.values())
     if isinstance(out, (tuple, list)):
         return next((o for o in out if isinstance(o, torch.Tensor)), None)
     return None
@@ -190,11 +198,13 @@ def _run(
             model.eval()
             outputs.clear()
             with torch.no_grad():
-                outputs[OUTPUT] = _first_tensor(model(probe_x)).detach().float()
+                out = _first_tensor(model(probe_x))
+            if out is not None:
+                outputs[OUTPUT] = out.detach().float()
             model.train(was_training)
             if step == 0:
                 first = dict(outputs)
-            for name in [n for n, _ in watched if n in outputs] + [OUTPUT]:
+            for name in [n for n, _ in watched if n in outputs] + [OUTPUT] * (OUTPUT in outputs):
                 h = outputs[name]
                 records.append(
                     CoordRecord(
