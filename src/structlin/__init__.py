@@ -10,24 +10,42 @@ y = K.inv() @ x  # Kron of the factor inverses; no 256 x 256 matrix is formed
 ```
 """
 
-from structlin import backends, mup, pytree, rules
-from structlin.errors import DenseFallbackWarning, SingularOperatorError
+from structlin import algorithms, backends, mup, pytree, rules
+from structlin.algorithms import CG, LU, Auto, CGInfo, Cholesky, Hutchinson, Lanczos, cg
+from structlin.errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    DenseFallbackWarning,
+    NotPositiveDefiniteError,
+    SingularOperatorError,
+)
+from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense
 from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
 from structlin.expressions.scalar_mul import ScalarMul
+from structlin.expressions.spectral import Spectral
 from structlin.expressions.sum import Sum
 from structlin.expressions.transpose import Adjoint, Transpose
 from structlin.functions import (
     adjoint,
+    apply,
     diag,
+    eigh,
+    exp,
+    explain,
     inv,
+    is_psd,
+    is_symmetric,
+    log,
     logdet,
     matmat,
+    pow,
     project,
     rmatmat,
     slogdet,
     solve,
+    sqrt,
     to,
     to_dense,
     trace,
@@ -51,43 +69,67 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Adjoint",
+    "Auto",
     "BTT",
     "BlockDiag",
+    "CG",
+    "CGInfo",
+    "Cholesky",
+    "ConvergenceError",
+    "ConvergenceWarning",
     "Dense",
     "DenseFallbackWarning",
     "Diagonal",
     "GeneralizedMonarch",
+    "Hutchinson",
     "Identity",
     "Inverse",
     "Kron",
+    "LU",
+    "Lanczos",
     "LinearOperator",
     "LowRank",
     "Monarch",
+    "NotPositiveDefiniteError",
+    "PSD",
     "Permutation",
     "Product",
     "ScalarMul",
     "SingularOperatorError",
+    "Spectral",
     "StridePermutation",
     "Sum",
+    "Symmetric",
     "TT",
     "Transpose",
     "adjoint",
+    "algorithms",
+    "apply",
     "backends",
     "block_shardings",
+    "cg",
     "dft",
     "diag",
+    "eigh",
+    "exp",
+    "explain",
     "from_cola",
     "hadamard",
     "inv",
+    "is_psd",
+    "is_symmetric",
+    "log",
     "logdet",
     "matmat",
     "mup",
+    "pow",
     "project",
     "pytree",
     "rmatmat",
     "rules",
     "slogdet",
     "solve",
+    "sqrt",
     "to",
     "to_cola",
     "to_dense",
