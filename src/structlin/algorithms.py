@@ -417,7 +417,7 @@ class Lanczos(Algorithm):
         T = backend.eye(m, a.dtype, device) * a[None, :]
         if betas:
             b = backend.concatenate([backend.stack(betas), backend.zeros((1,), a.dtype, device)])
-            sub = backend.eye(m + 1, a.dtype, device)[1:, :m] * b[None, :]  # T[j+1, j] = beta_j
+            sub = backend.eye(m + 1, a.dtype, device)[:m, 1:] * b[None, :]  # T[j+1, j] = beta_j
             T = T + sub + backend.swap_last(sub)
         theta, S = backend.eigh(T)
         V = backend.stack(basis[:m], axis=1)

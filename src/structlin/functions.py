@@ -28,7 +28,7 @@ from structlin.backends import (
     is_array,
 )
 from structlin.expressions import is_scalar
-from structlin.expressions.spectral import ScalarFunction, power_function
+from structlin.expressions.spectral import ScalarFunction, annotate_function, power_function
 from structlin.operator import LinearOperator
 
 __all__ = [
@@ -656,7 +656,7 @@ def is_psd(A: LinearOperator) -> bool:
 
 def _matrix_function(A: LinearOperator, f: ScalarFunction) -> LinearOperator:
     _checks.square(A, f.name)
-    return rules.matrix_function(A, f)
+    return annotate_function(A, f, rules.matrix_function(A, f))
 
 
 def sqrt(A: LinearOperator) -> LinearOperator:

@@ -309,7 +309,7 @@ class _ImplicitSolve(torch.autograd.Function):
         with torch.no_grad():
             X, info = solve(lambda V: apply(leaves, V), B)
         record.append(info)
-        ctx.solve, ctx.apply, ctx.apply_adjoint = solve, apply, apply_adjoint
+        ctx.solve_fn, ctx.apply_fn, ctx.apply_adjoint_fn = solve, apply, apply_adjoint
         ctx.save_for_backward(X, *leaves)
         return X
 
@@ -319,13 +319,13 @@ class _ImplicitSolve(torch.autograd.Function):
         X, *leaves = ctx.saved_tensors
         detached = [x.detach() for x in leaves]
         with torch.no_grad():
-            dB, _ = ctx.solve(lambda V: ctx.apply_adjoint(detached, V), G)
+            dB, _ = ctx.solve_fn(lambda V: ctx.apply_adjoint_fn(detached, V), G)
         grads: list[Any] = [None] * len(leaves)
         wanted = [i for i, x in enumerate(leaves) if ctx.needs_input_grad[5 + i]]
         if wanted:
             with torch.enable_grad():
                 inputs = [x.detach().requires_grad_(i in wanted) for i, x in enumerate(leaves)]
-                Y = ctx.apply(inputs, X.detach())
+                Y = ctx.apply_fn(inputs, X.detach())
                 found = torch.autograd.grad(
                     Y, [inputs[i] for i in wanted], grad_outputs=-dB, allow_unused=True
                 )

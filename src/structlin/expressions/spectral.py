@@ -22,7 +22,7 @@ from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense
 from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
-from structlin.rules import is_psd
+from structlin.rules import is_psd, to
 
 
 class Spectral(LinearOperator):
@@ -155,13 +155,14 @@ def slogdet_of_values(w: Array) -> tuple[Array, Array]:
 
 @dispatch
 def diag(A: Spectral):
-    # A_ii = sum_j |Q_ij|^2 w_j
+    # A_ii = sum_j |Q_ij|^2 w_j, with |Q|^2 real
     backend = backend_of(A.values)
     w = A.values
-    if backend.is_complex(A.dtype) and not backend.is_complex(w.dtype):
-        w = backend.astype(w, A.dtype)
-    out = matmat(abs_squared(A.vectors), backend.reshape(w, (-1, 1)))
-    return backend.reshape(out, (-1,))
+    weights = abs_squared(A.vectors)
+    if backend.is_complex(w.dtype):
+        weights = to(weights, w.dtype, None, None)
+    out = backend.reshape(matmat(weights, backend.reshape(w, (-1, 1))), (-1,))
+    return backend.astype(out, A.dtype) if out.dtype != A.dtype else out
 
 
 @dispatch
@@ -288,7 +289,14 @@ def matrix_function(A: LinearOperator, f: object):
 
 @dispatch
 def matrix_function(A: Symmetric, f: object):
-    out = matrix_function(A.op, f)
+    return matrix_function(A.op, f)
+
+
+def annotate_function(A: LinearOperator, f: ScalarFunction, out: LinearOperator) -> LinearOperator:
+    """`out = f(A)` annotated with what is known of it: PSD where `f` is positive, or keeps
+    PSD and `A` is PSD; symmetric where `A` is (a real function of a Hermitian operator)."""
+    if not is_symmetric(A):
+        return out
     if f.positive or (f.keeps_psd and is_psd(A)):
         return out if is_psd(out) else PSD(out)
     return out if is_symmetric(out) else Symmetric(out)

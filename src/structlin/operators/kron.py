@@ -14,7 +14,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.dense import as_operator
 from structlin.expressions.product import Product
-from structlin.expressions.spectral import Spectral
+from structlin.expressions.spectral import Spectral, annotate_function
 from structlin.operator import LinearOperator
 from structlin.structure import Structure, balanced_factors, register_structure
 
@@ -221,7 +221,7 @@ def matrix_function(A: Kron, f: object):
     (`(A ⊗ B)^p = A^p ⊗ B^p`), else `Q diag(f(w)) Q^H` with the Kron `Q` of the factors'
     eigenvectors ([`Spectral`][structlin.Spectral])."""
     if f.power is not None and all(is_psd(g) for g in A.factors):
-        return _wrap(tuple(matrix_function(g, f) for g in A.factors))
+        return _wrap(tuple(annotate_function(g, f, matrix_function(g, f)) for g in A.factors))
     w, Q = eigh(A)
     return Spectral(Q, f(backend_of(w), w))
 
