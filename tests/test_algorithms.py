@@ -103,7 +103,9 @@ def test_functions_against_dense(backend: str, dtype: str) -> None:
         assert_close(sl.pow(A, -1).to_dense(), np.linalg.inv(D), rtol, "pow(A, -1)")
         F = sl.apply(lambda v: 1 / (1 + v), A)
         assert_close(F.to_dense(), _dense_function(D, lambda v: 1 / (1 + v)), rtol, "apply")
-        assert sl.is_psd(R) and sl.is_psd(sl.exp(A)) and sl.is_symmetric(sl.log(A))
+        assert sl.is_psd(R)
+        assert sl.is_psd(sl.exp(A))
+        assert sl.is_symmetric(sl.log(A))
 
     run()
 
@@ -111,24 +113,40 @@ def test_functions_against_dense(backend: str, dtype: str) -> None:
 def test_annotations_propagate() -> None:
     a = np.array([[2.0, 1.0], [1.0, 2.0]])
     P, S, D = sl.PSD(a), sl.Symmetric(a), sl.Dense(a)
-    assert sl.is_psd(P) and sl.is_symmetric(P) and not sl.is_psd(S) and sl.is_symmetric(S)
-    assert not sl.is_symmetric(D) and not sl.is_psd(D)
-    assert (
-        sl.is_psd(sl.Kron(P, P)) and not sl.is_psd(sl.Kron(P, S)) and sl.is_symmetric(sl.Kron(P, S))
-    )
-    assert sl.is_psd(P + P) and sl.is_psd(2.0 * P) and not sl.is_psd(-2.0 * P)
-    assert sl.is_psd(P + 0.1 * sl.Identity(2)) and not sl.is_psd(P - 0.1 * sl.Identity(2))
+    assert sl.is_psd(P)
+    assert sl.is_symmetric(P)
+    assert not sl.is_psd(S)
+    assert sl.is_symmetric(S)
+    assert not sl.is_symmetric(D)
+    assert not sl.is_psd(D)
+    assert sl.is_psd(sl.Kron(P, P))
+    assert not sl.is_psd(sl.Kron(P, S))
+    assert sl.is_symmetric(sl.Kron(P, S))
+    assert sl.is_psd(P + P)
+    assert sl.is_psd(2.0 * P)
+    assert not sl.is_psd(-2.0 * P)
+    assert sl.is_psd(P + 0.1 * sl.Identity(2))
+    assert not sl.is_psd(P - 0.1 * sl.Identity(2))
     assert sl.is_symmetric(P - 0.1 * sl.Identity(2))
-    assert sl.is_psd(sl.inv(P)) and sl.is_psd(P.T) and P.T is P and P.H is P
-    assert sl.is_symmetric(sl.Diagonal(np.ones(3))) and not sl.is_psd(sl.Diagonal(np.ones(3)))
+    assert sl.is_psd(sl.inv(P))
+    assert sl.is_psd(P.T)
+    assert P.T is P
+    assert P.H is P
+    assert sl.is_symmetric(sl.Diagonal(np.ones(3)))
+    assert not sl.is_psd(sl.Diagonal(np.ones(3)))
     assert sl.is_psd(sl.Identity(3))
     C = sl.Dense(np.array([[1.0, 2.0], [3.0, 4.0]]))
-    assert sl.is_psd(C.T @ C) and sl.is_psd(C @ C.T) and sl.is_psd(C.H @ C)
-    assert not sl.is_psd(C @ C) and not sl.is_psd(C.T @ sl.Dense(a))
+    assert sl.is_psd(C.T @ C)
+    assert sl.is_psd(C @ C.T)
+    assert sl.is_psd(C.H @ C)
+    assert not sl.is_psd(C @ C)
+    assert not sl.is_psd(C.T @ sl.Dense(a))
     K = sl.Kron(C, C)
-    assert sl.is_psd(K.T @ K) and isinstance(K.T @ K, sl.Kron)  # the structure is kept
+    assert sl.is_psd(K.T @ K)
+    assert isinstance(K.T @ K, sl.Kron)
     Z = sl.Dense(np.array([[1.0, 1j], [0.0, 1.0]]))
-    assert sl.is_psd(Z.H @ Z) and not sl.is_psd(Z.T @ Z)  # complex: only A^H A
+    assert sl.is_psd(Z.H @ Z)
+    assert not sl.is_psd(Z.T @ Z)
     # PSD(Symmetric(A)) is PSD(A); the annotation is part of the pytree
     assert type(sl.PSD(S).op) is sl.Dense
     leaves, treedef = sl.pytree.tree_flatten(sl.Kron(P, P))
@@ -151,7 +169,9 @@ def test_auto_paths_and_explain() -> None:
     for path, A in cases.items():
         plan = sl.explain(sl.solve, A, x)
         assert plan.path == path, (path, str(plan))
-        assert plan.cost and plan.reason and path in str(plan)
+        assert plan.cost
+        assert plan.reason
+        assert path in str(plan)
         np.testing.assert_allclose(sl.solve(A, x), np.linalg.solve(A.to_dense(), x), rtol=1e-12)
     big = sl.PSD(sl.Dense(np.eye(3) * 2))
     assert sl.explain(sl.solve, big, np.ones(3), alg=sl.Auto(dense_limit=2)).path == "cg"
@@ -174,7 +194,8 @@ def test_auto_paths_and_explain() -> None:
         sl.explain(sl.matmat, cases["cholesky"], x)
     # The shifted inverse is Q diag(1 / (w + c)) Q^T with a Kron Q, annotated PSD.
     inverse = sl.inv(cases["shifted"])
-    assert isinstance(inverse, sl.PSD) and isinstance(inverse.op, sl.Spectral)
+    assert isinstance(inverse, sl.PSD)
+    assert isinstance(inverse.op, sl.Spectral)
     assert isinstance(inverse.op.vectors, sl.Kron)
     _ = rng
 
@@ -188,14 +209,16 @@ def test_cholesky_refuses_indefinite_and_psd_falls_back() -> None:
         sl.solve(sl.PSD(indefinite), np.ones(2)), np.linalg.solve(indefinite, np.ones(2))
     )
     sign, logabsdet = sl.slogdet(sl.PSD(indefinite))
-    assert sign == -1 and np.isclose(logabsdet, np.log(3.0))
+    assert sign == -1
+    assert np.isclose(logabsdet, np.log(3.0))
 
 
 def test_cg_record_warning_and_error() -> None:
     A = sl.PSD(sl.Diagonal(np.linspace(1.0, 100.0, 50)))
     b = np.ones((50, 3))
     X, info = sl.cg(A, b, tol=1e-10)
-    assert bool(info.converged.all()) and float(info.residual.max()) <= 1e-10
+    assert bool(info.converged.all())
+    assert float(info.residual.max()) <= 1e-10
     assert int(info.iterations) <= 50
     np.testing.assert_allclose(X, b / np.linspace(1.0, 100.0, 50)[:, None], rtol=1e-8)
     with pytest.warns(sl.ConvergenceWarning, match="did not converge: 3 iterations"):
@@ -213,10 +236,12 @@ def test_cg_record_warning_and_error() -> None:
     # A zero right-hand side column converges at once, without dividing by zero.
     b[:, 1] = 0
     X, info = sl.cg(A, b, tol=1e-10)
-    assert np.all(X[:, 1] == 0) and bool(info.converged.all())
+    assert np.all(X[:, 1] == 0)
+    assert bool(info.converged.all())
     # inv with CG: a lazy inverse running CG on each application.
     Ainv = sl.inv(A, alg=sl.CG(tol=1e-12))
-    assert isinstance(Ainv, sl.Inverse) and isinstance(Ainv.alg, sl.CG)
+    assert isinstance(Ainv, sl.Inverse)
+    assert isinstance(Ainv.alg, sl.CG)
     np.testing.assert_allclose(Ainv @ np.ones(50), 1 / np.linspace(1, 100, 50), rtol=1e-9)
 
 
@@ -344,7 +369,8 @@ def test_eigh_is_structured() -> None:
     fs = [(lambda m: m @ m.T + np.eye(3))(rng.standard_normal((3, 3))) for _ in range(3)]
     K = sl.Kron(*fs)
     w, Q = sl.eigh(K)
-    assert isinstance(Q, sl.Kron) and all(isinstance(f, sl.Dense) for f in Q.factors)
+    assert isinstance(Q, sl.Kron)
+    assert all(isinstance(f, sl.Dense) for f in Q.factors)
     np.testing.assert_allclose(np.sort(w), np.linalg.eigvalsh(_kron(fs)), rtol=1e-10)
     R = sl.sqrt(sl.PSD(K))
     np.testing.assert_allclose((R @ R).to_dense(), _kron(fs), rtol=1e-10, atol=1e-10)
@@ -354,7 +380,8 @@ def test_eigh_is_structured() -> None:
     w, Q = sl.eigh(sl.PSD(sl.BlockDiag(np.stack(fs))))
     assert isinstance(Q, sl.BlockDiag)
     w, Q = sl.eigh(sl.Diagonal(np.array([3.0, 1.0])))
-    assert isinstance(Q, sl.Identity) and w.tolist() == [3.0, 1.0]
+    assert isinstance(Q, sl.Identity)
+    assert w.tolist() == [3.0, 1.0]
 
 
 def test_shifted_three_factor_kron_at_4096_matches_dense() -> None:
