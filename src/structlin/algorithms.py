@@ -151,7 +151,7 @@ class Algorithm:
         )
 
     def plan(self, operation: str, A: LinearOperator, B: Array | None = None) -> Plan:
-        """The [`Plan`][structlin.Plan] this algorithm runs for `operation` on `A` (and `B`)."""
+        """The [`Plan`][structlin.algorithms.Plan] this algorithm runs for `operation` on `A` (and `B`)."""
         method = getattr(self, f"_plan_{operation}", None)
         if method is None:
             others = {
@@ -220,8 +220,8 @@ class Cholesky(Algorithm):
     Examples:
         >>> import numpy as np, structlin as sl
         >>> A = sl.Dense(np.array([[4.0, 2.0], [2.0, 3.0]]))
-        >>> float(sl.logdet(A, alg=sl.Cholesky()))  # log 8
-        2.0794415416798357
+        >>> round(float(sl.logdet(A, alg=sl.Cholesky())), 10) == round(float(np.log(8.0)), 10)
+        True
     """
 
     def _plan_solve(self, A: LinearOperator, B: Array | None) -> Plan:
@@ -618,7 +618,7 @@ def _columns(B: Array | None) -> int:
 
 
 def plan(operation: str, A: LinearOperator, alg: Algorithm | None, B: Array | None = None) -> Plan:
-    """The [`Plan`][structlin.Plan] `alg` (`None`: `Auto()`) runs for `operation` on `A`."""
+    """The [`Plan`][structlin.algorithms.Plan] `alg` (`None`: `Auto()`) runs for `operation` on `A`."""
     if alg is None:
         alg = _AUTO
     if not isinstance(alg, Algorithm):
@@ -643,6 +643,12 @@ class CGInfo(NamedTuple):
         residual: `||A x - b|| / ||b||` per column, from the recursive residual (shape `(k,)`).
         converged: Whether each column reached the tolerance (shape `(k,)`, boolean).
         tol: The relative tolerance used (0-d array).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> _, info = sl.cg(sl.Diagonal(np.array([1.0, 4.0])), np.ones((2, 3)), tol=1e-10)
+        >>> int(info.iterations), info.residual.shape, bool(info.converged.all())
+        (2, (3,), True)
     """
 
     iterations: Array
@@ -745,7 +751,10 @@ def cg(
     Args:
         A: A Hermitian positive definite operator (not checked).
         B: Array of shape `(n,)` or `(n, k)`.
-        tol, atol, max_iters, preconditioner: As for [`CG`][structlin.CG].
+        tol: As for [`CG`][structlin.CG].
+        atol: As for `CG`.
+        max_iters: As for `CG`.
+        preconditioner: As for `CG`.
 
     Examples:
         >>> import numpy as np, structlin as sl

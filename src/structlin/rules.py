@@ -295,7 +295,7 @@ def eigh(A):
 
 @dispatch.declare
 def matrix_function(A, f):
-    """`f(A)` for a Hermitian `A` and a [`ScalarFunction`][structlin.expressions.spectral.ScalarFunction]
+    """`f(A)` for a Hermitian `A` and a `ScalarFunction` (`structlin.expressions.spectral`)
     `f` applied to its eigenvalues. Structures register structured ones (`Diagonal`:
     `f` of the entries; `Kron` of PSD factors and a power: the Kron of the factors'
     powers); the fallback is `Q diag(f(w)) Q^H` from [`eigh`][structlin.rules.eigh]."""
