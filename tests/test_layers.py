@@ -34,6 +34,7 @@ LAYERS = {
         "structlin._convert",
         "structlin.expressions",
         "structlin.structure",
+        "structlin.algorithms",
         "structlin.functions",
     ),
     "structures": ("structlin.operators", "structlin.transforms"),

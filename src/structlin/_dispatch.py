@@ -20,7 +20,7 @@ from typing import Any
 
 import plum
 
-__all__ = ["Dispatcher", "Rule", "dispatch"]
+__all__ = ["Dispatcher", "Rule", "dense_method", "dispatch", "is_dense_method"]
 
 
 class _Docstring:
@@ -131,6 +131,22 @@ class Dispatcher:
             cls = self.rule_classes.get(f.__name__, Rule)
             rule = self._rules[f.__name__] = cls(function)
         return rule
+
+
+def dense_method(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a rule's method as one that works on the dense matrix (`O(n^3)` factorisations,
+    `O(n^2)` memory): the generic fallbacks and `Dense`'s own. Put it under `@dispatch`.
+
+    `structlin.algorithms.Auto` and [`explain`][structlin.explain] read the mark to tell
+    an exact structured rule from a dense one without calling either.
+    """
+    f.__structlin_dense__ = True  # type: ignore[attr-defined]
+    return f
+
+
+def is_dense_method(impl: Callable[..., Any]) -> bool:
+    """Whether `impl` (a resolved method) is marked by [`dense_method`][structlin._dispatch.dense_method]."""
+    return getattr(impl, "__structlin_dense__", False)
 
 
 class _DenseRule(Rule):

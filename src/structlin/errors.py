@@ -59,3 +59,56 @@ class DenseFallbackWarning(UserWarning):
         >>> "def transpose(A: Shift)" in str(caught[0].message)
         True
     """
+
+
+class NotPositiveDefiniteError(ValueError):
+    """A Cholesky factorisation was asked of an operator that is not positive definite.
+
+    Raised by [`Cholesky`][structlin.Cholesky] (and by `Auto` where it chose Cholesky for
+    an operator annotated [`PSD`][structlin.PSD]) wherever the values can be read; inside
+    `jax.jit` the factor has NaN entries instead. A PSD annotation on a singular or
+    indefinite operator is the usual cause: solve with `alg=sl.LU()` instead.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> try:
+        ...     sl.solve(sl.Dense(np.array([[1.0, 2.0], [2.0, 1.0]])), np.ones(2), alg=sl.Cholesky())
+        ... except sl.NotPositiveDefiniteError:
+        ...     print("not positive definite")
+        not positive definite
+    """
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative algorithm stopped at `max_iters` before reaching its tolerance.
+
+    The message gives the iterations and the relative residual reached. The result is the
+    last iterate. Make it an error with `on_failure="raise"` on the algorithm
+    ([`CG`][structlin.CG]), which raises [`ConvergenceError`][structlin.ConvergenceError].
+    Inside `jax.jit` (or `torch.compile`) values cannot be read and nothing is issued:
+    read the record that [`cg`][structlin.cg] returns.
+
+    Examples:
+        >>> import warnings
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.PSD(sl.Diagonal(np.linspace(1.0, 100.0, 50)))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     x = sl.solve(A, np.ones(50), alg=sl.CG(tol=1e-12, max_iters=3))
+        >>> [w.category.__name__ for w in caught]
+        ['ConvergenceWarning']
+    """
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative algorithm with `on_failure="raise"` did not reach its tolerance.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.PSD(sl.Diagonal(np.linspace(1.0, 100.0, 50)))
+        >>> try:
+        ...     sl.solve(A, np.ones(50), alg=sl.CG(tol=1e-12, max_iters=3, on_failure="raise"))
+        ... except sl.ConvergenceError as e:
+        ...     print("did not converge")
+        did not converge
+    """

@@ -13,8 +13,9 @@ import math
 import typing
 from typing import Any
 
-from structlin import _checks, rules
+from structlin import _checks, algorithms, rules
 from structlin._convert import unify
+from structlin.algorithms import Algorithm, Plan
 from structlin.backends import (
     _BY_TYPE,
     Array,
@@ -27,19 +28,29 @@ from structlin.backends import (
     is_array,
 )
 from structlin.expressions import is_scalar
+from structlin.expressions.spectral import ScalarFunction, annotate_function, power_function
 from structlin.operator import LinearOperator
 
 __all__ = [
     "adjoint",
+    "apply",
     "diag",
+    "eigh",
+    "exp",
+    "explain",
     "inv",
+    "is_psd",
     "is_scalar",
+    "is_symmetric",
+    "log",
     "logdet",
     "matmat",
     "project",
     "rmatmat",
     "slogdet",
     "solve",
+    "sqrt",
+    "pow",
     "to",
     "to_dense",
     "trace",
@@ -227,7 +238,24 @@ def compose(A: LinearOperator, B: LinearOperator) -> LinearOperator:
             f"A @ B: {type(A).__name__} of shape {_checks.shape_str(A.shape)} and "
             f"{type(B).__name__} of shape {_checks.shape_str(B.shape)} do not chain"
         )
-    return rules.compose(*unify((A, B), "A @ B"))
+    gram = _adjoint_pair(A, B)
+    out = rules.compose(*unify((A, B), "A @ B"))
+    if gram:
+        out._set(_gram=True)  # A^H A and A A^H are PSD whatever their structure (see is_psd)
+    return out
+
+
+def _adjoint_pair(A: LinearOperator, B: LinearOperator) -> bool:
+    """Whether `A @ B` is `C^H C` or `C C^H`, as `C.H @ C` and `C @ C.H` spell it: `C.H`
+    (and `C.T` of a real `C`) remember the operator they were taken of."""
+    return A.__dict__.get("_adjoint_of") is B or B.__dict__.get("_adjoint_of") is A
+
+
+def _remember(T: LinearOperator, A: LinearOperator) -> LinearOperator:
+    # A hint for `compose`, not part of the operator (not in its pytree): lost by `.to`,
+    # pickling and `jax.jit`'s flattening, where `sl.PSD` keeps what it says.
+    T._set(_adjoint_of=A)
+    return T
 
 
 def add(A: LinearOperator, B: LinearOperator) -> LinearOperator:
@@ -257,7 +285,11 @@ def transpose(A: LinearOperator) -> LinearOperator:
         >>> bool(np.allclose(sl.transpose(K).to_dense(), K.to_dense().T))
         True
     """
-    return rules.transpose(A)
+    T = rules.transpose(A)
+    dtype = A.dtype
+    if dtype is None or not _checks.dense_backend(A)[0].is_complex(dtype):
+        return _remember(T, A)  # real: A^T = A^H
+    return T
 
 
 def adjoint(A: LinearOperator) -> LinearOperator:
@@ -270,10 +302,10 @@ def adjoint(A: LinearOperator) -> LinearOperator:
         array([[1.-2.j, 3.-0.j],
                [0.-0.j, 0.-4.j]])
     """
-    return rules.adjoint(A)
+    return _remember(rules.adjoint(A), A)
 
 
-def inv(A: LinearOperator) -> LinearOperator:
+def inv(A: LinearOperator, alg: Algorithm | None = None) -> LinearOperator:
     """`A^{-1}` as an operator.
 
     Structured where the structure allows it: Kron (Kron of inverses),
@@ -288,9 +320,16 @@ def inv(A: LinearOperator) -> LinearOperator:
     nan entries is refused (ValueError) where its values can be read; inside
     `jax.jit` or `torch.compile` they cannot, and the result has NaN entries instead.
 
+    `alg` chooses the method (see [`Auto`][structlin.Auto], the default): for `B + c I`
+    with `B` symmetric and a structured eigendecomposition the inverse is
+    `Q diag(1 / (w + c)) Q^H`, a [`Spectral`][structlin.Spectral]; `alg=sl.CG()` gives a
+    lazy inverse that runs conjugate gradients on each application, `alg=sl.LU()` or
+    `sl.Cholesky()` a dense inverse.
+
     Raises:
         ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
         SingularOperatorError: `A` is singular (where detectable eagerly).
+        TypeError: `alg` does not compute inverses.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -301,11 +340,27 @@ def inv(A: LinearOperator) -> LinearOperator:
         True
     """
     _checks.square(A, "inv")
+    if alg is None:
+        return _inv_auto(A)
+    return algorithms.plan("inv", A, alg).run(A)
+
+
+def _inv_auto(A: LinearOperator) -> LinearOperator:
+    """`inv` with the default algorithm: the rules, but for a large PSD operator with none."""
+    if A.shape[0] > algorithms.Auto.dense_limit and rules.exact_path(A, "inv") == "dense":
+        return algorithms.plan("inv", A, None).run(A)
     return rules.inv(A)
 
 
-def solve(A: LinearOperator, B: Array) -> Array:
+def solve(A: LinearOperator, B: Array, alg: Algorithm | None = None) -> Array:
     """`A^{-1} B` for `B` of shape `(n,)` or `(n, k)`, using the structured inverse where one exists.
+
+    `alg` chooses the method; the default, [`Auto`][structlin.Auto], takes the structured
+    rule, then for `B + c I` (`B` symmetric with a structured eigendecomposition, e.g. a
+    Kron of [`PSD`][structlin.PSD] factors) `Q diag(1 / (w + c)) Q^H` exactly, then a dense
+    Cholesky (for a PSD operator) or LU solve, and [`CG`][structlin.CG] for a PSD operator
+    larger than its `dense_limit`. [`explain`][structlin.explain]`(sl.solve, A, B)` says
+    which. `alg=sl.LU()`, `sl.Cholesky()` or `sl.CG(...)` force one.
 
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
@@ -316,8 +371,10 @@ def solve(A: LinearOperator, B: Array) -> Array:
     Raises:
         ValueError: `A` is not square, `B` does not match it, or a matrix to factorise
             has inf or nan entries.
-        TypeError: `B` is not a floating-point array of `A`'s backend.
+        TypeError: `B` is not a floating-point array of `A`'s backend, or `alg` does not
+            solve.
         SingularOperatorError: `A` is singular (where detectable eagerly).
+        NotPositiveDefiniteError: `alg=sl.Cholesky()` and `A` is not positive definite.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -327,13 +384,17 @@ def solve(A: LinearOperator, B: Array) -> Array:
     _checks.square(A, "solve")
     B, A = _operand(A, B, "solve(A, b)", 0)
     backend = backend_of(B)
-    if len(B.shape) == 1:
-        return backend.reshape(rules.solve(A, backend.reshape(B, (-1, 1))), (-1,))
-    if len(B.shape) != 2:
+    if len(B.shape) > 2:
         raise ValueError(
             f"solve(A, b): b must have shape (n,) or (n, k), got {_checks.shape_str(B.shape)}"
         )
-    return rules.solve(A, B)
+    small = A.shape[0] <= algorithms.Auto.dense_limit and "_gram" not in A.__dict__
+    run = rules.solve if alg is None and small else None
+    if run is None:
+        run = algorithms.plan("solve", A, alg, B).run
+    if len(B.shape) == 1:
+        return backend.reshape(run(A, backend.reshape(B, (-1, 1))), (-1,))
+    return run(A, B)
 
 
 def to_dense(A: LinearOperator) -> Array:
@@ -387,13 +448,16 @@ def _shares_memory(Y: Array, A: LinearOperator, backend: Backend) -> bool:
     return False
 
 
-def slogdet(A: LinearOperator) -> tuple[Array, Array]:
+def slogdet(A: LinearOperator, alg: Algorithm | None = None) -> tuple[Array, Array]:
     """`(sign, log|det A|)`, like `numpy.linalg.slogdet`.
 
     Structured for Kron (`sum_i (n/n_i) log|det A_i|`), BlockDiag and Monarch
     with square blocks (sums over blocks), Diagonal, Permutation (the sign of the permutation), Identity,
     ScalarMul, Product of square factors, Inverse and (conjugate) transposes;
-    dense LU otherwise. A singular operator gives `(0, -inf)`.
+    `B + c I` through the eigenvalues of `B` where `B` is symmetric with a structured
+    eigendecomposition (`sum log|w_i + c|`); dense Cholesky for an operator known to be
+    PSD, dense LU otherwise. A singular operator gives `(0, -inf)`. `alg` forces a method
+    ([`LU`][structlin.LU], [`Cholesky`][structlin.Cholesky]); see [`Auto`][structlin.Auto].
 
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
@@ -410,10 +474,12 @@ def slogdet(A: LinearOperator) -> tuple[Array, Array]:
         (-1.0, 1.7918)
     """
     _checks.square(A, "slogdet")
-    return rules.slogdet(A)
+    if alg is None:
+        return rules.slogdet(A)
+    return algorithms.plan("slogdet", A, alg).run(A)
 
 
-def logdet(A: LinearOperator) -> Array:
+def logdet(A: LinearOperator, alg: Algorithm | None = None) -> Array:
     """`log det A`, for operators with a positive determinant (e.g. SPD).
 
     Computed from [`slogdet`][structlin.slogdet]: `log|det A|` for a real operator,
@@ -430,7 +496,7 @@ def logdet(A: LinearOperator) -> Array:
         >>> round(float(sl.logdet(sl.Diagonal(np.array([2.0, 3.0])))), 4)  # log 6
         1.7918
     """
-    sign, logabsdet = slogdet(A)
+    sign, logabsdet = slogdet(A, alg)
     backend = backend_of(logabsdet)
     if backend.is_complex(sign.dtype) or not backend.is_concrete(sign):
         return backend.log(sign) + logabsdet  # traced and real: nan for a negative sign
@@ -443,23 +509,27 @@ def logdet(A: LinearOperator) -> Array:
     return logabsdet  # sign 1, or 0 with log|det A| = -inf
 
 
-def diag(A: LinearOperator) -> Array:
+def diag(A: LinearOperator, alg: Algorithm | None = None) -> Array:
     """The diagonal `A[i, i]`, `i < min(m, n)`: structured for Kron, BlockDiag,
     Diagonal, Permutation, LowRank, Identity, Sum, ScalarMul; dense otherwise.
 
     A new array, never sharing memory with the arrays `A` holds (for a `Diagonal`,
-    a copy of its entries).
+    a copy of its entries). `alg=sl.Hutchinson(...)` estimates it from products with `A`.
 
     Examples:
         >>> import numpy as np, structlin as sl
         >>> sl.diag(sl.Kron(np.diag([1.0, 2.0]), np.diag([1.0, 10.0])))
         array([ 1., 10.,  2., 20.])
     """
-    return _fresh(rules.diag(A), A)
+    if alg is None:
+        return _fresh(rules.diag(A), A)
+    return _fresh(algorithms.plan("diag", A, alg).run(A), A)
 
 
-def trace(A: LinearOperator) -> Array:
+def trace(A: LinearOperator, alg: Algorithm | None = None) -> Array:
     """`sum_i A[i, i]` of a square operator (Kron: the product of factor traces).
+
+    `alg=sl.Hutchinson(...)` estimates it from products with `A` instead.
 
     Raises:
         ValueError: `A` is not square.
@@ -470,7 +540,203 @@ def trace(A: LinearOperator) -> Array:
         33.0
     """
     _checks.square(A, "trace")
-    return rules.trace(A)
+    if alg is None:
+        return rules.trace(A)
+    return algorithms.plan("trace", A, alg).run(A)
+
+
+def eigh(A: LinearOperator, alg: Algorithm | None = None) -> tuple[Array, LinearOperator]:
+    """`(w, Q)` with `A = Q diag(w) Q^H` for a Hermitian `A`: the eigenvalues `w` (a real
+    array of `n`) and the eigenvectors as a unitary *operator* `Q`.
+
+    Structured where the structure allows: a [`Kron`][structlin.Kron] gives the Kron of its
+    factors' eigenvectors and the Kronecker product of their eigenvalues (`O(sum n_i^3)`,
+    nothing `n x n`), a [`BlockDiag`][structlin.BlockDiag] the BlockDiag of its blocks',
+    a [`Diagonal`][structlin.Diagonal] its entries and the identity, `B + c I` those of `B`
+    shifted, `c A` those of `A` scaled; otherwise the dense eigendecomposition, `O(n^3)`,
+    with `Q` a [`Dense`][structlin.Dense]. Structured eigenvalues are in the structure's
+    order, not sorted (the dense ones ascend, as NumPy's).
+
+    `A` is taken as Hermitian, as `numpy.linalg.eigh` takes it, and not checked (a Kron's
+    factors each). `alg=sl.Lanczos(steps=m)` gives `m` approximate extreme eigenpairs
+    instead, from products with `A` only.
+
+    Raises:
+        ValueError: `A` is not square (or a structured factor or block is not).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> a, b = np.array([[2.0, 1.0], [1.0, 2.0]]), np.diag([1.0, 5.0])
+        >>> w, Q = sl.eigh(sl.Kron(a, b))
+        >>> type(Q).__name__, sorted(w.tolist())
+        ('Kron', [1.0, 3.0, 5.0, 15.0])
+        >>> K = sl.Kron(a, b).to_dense()
+        >>> bool(np.allclose((Q @ np.diag(w) @ Q.T.to_dense()), K))
+        True
+    """
+    _checks.square(A, "eigh")
+    if alg is None:
+        return rules.eigh(A)
+    return algorithms.plan("eigh", A, alg).run(A)
+
+
+def explain(function: Any, A: LinearOperator, *args: Any, alg: Algorithm | None = None) -> Plan:
+    """Which path `function(A, *args, alg=alg)` takes and what it costs, without running it.
+
+    `function` is one of [`solve`][structlin.solve], [`inv`][structlin.inv],
+    [`slogdet`][structlin.slogdet], [`logdet`][structlin.logdet], [`eigh`][structlin.eigh],
+    [`trace`][structlin.trace] and [`diag`][structlin.diag]. The
+    [`Plan`][structlin.algorithms.Plan] it returns has the `path` (`"structured"`,
+    `"shifted"`, `"cholesky"`, `"lu"`, `"cg"`, ...), the `reason` and the `cost`;
+    `print` shows all three. Reads types, never values.
+
+    Raises:
+        TypeError: `function` is not one of those, or `alg` does not compute it.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> K = sl.Kron(sl.PSD(a), sl.PSD(a))
+        >>> plan = sl.explain(sl.solve, K + 0.1 * sl.Identity(4), np.ones(4))
+        >>> plan.path
+        'shifted'
+        >>> sl.explain(sl.solve, sl.Dense(a) + 0.1 * sl.Identity(2), np.ones(2)).path
+        'lu'
+    """
+    operations = {
+        solve: "solve",
+        inv: "inv",
+        slogdet: "slogdet",
+        logdet: "slogdet",
+        eigh: "eigh",
+        trace: "trace",
+        diag: "diag",
+    }
+    operation = operations.get(function)
+    if operation is None:
+        raise TypeError(
+            "explain: function must be sl.solve, sl.inv, sl.slogdet, sl.logdet, sl.eigh, "
+            f"sl.trace or sl.diag, got {function!r}"
+        )
+    B = args[0] if args else None
+    return algorithms.plan(operation, A, alg, B)
+
+
+def is_symmetric(A: LinearOperator) -> bool:
+    """Whether `A` is known to be symmetric (Hermitian if complex) from its structure and
+    annotations alone, never from its values (see [`structlin.rules.is_symmetric`][]).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> sl.is_symmetric(sl.Dense(a)), sl.is_symmetric(sl.Symmetric(a))
+        (False, True)
+        >>> sl.is_symmetric(sl.Kron(sl.Symmetric(a), sl.Diagonal(np.ones(3))))
+        True
+    """
+    return bool(rules.is_symmetric(A))
+
+
+def is_psd(A: LinearOperator) -> bool:
+    """Whether `A` is known to be Hermitian positive semi-definite from its structure and
+    annotations alone, never from its values (see [`structlin.rules.is_psd`][]).
+
+    Known: a [`PSD`][structlin.PSD] annotation, `Identity`, a Kron of PSD factors, a sum
+    of PSD terms, a positive Python number times a PSD operator (so `PSD + c I` for
+    `c > 0`), the inverse or transpose of a PSD operator, and `C.H @ C`, `C @ C.H`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> C = sl.Dense(np.array([[1.0, 2.0], [3.0, 4.0]]))
+        >>> sl.is_psd(C), sl.is_psd(C.T @ C), sl.is_psd(C @ C)
+        (False, True, False)
+    """
+    return bool(rules.is_psd(A))
+
+
+def _matrix_function(A: LinearOperator, f: ScalarFunction) -> LinearOperator:
+    _checks.square(A, f.name)
+    return annotate_function(A, f, rules.matrix_function(A, f))
+
+
+def sqrt(A: LinearOperator) -> LinearOperator:
+    """The principal square root `A^{1/2}` of a Hermitian positive semi-definite `A`.
+
+    Structured through [`eigh`][structlin.eigh]: `sqrt(A ⊗ B) = sqrt(A) ⊗ sqrt(B)` for a
+    Kron of [`PSD`][structlin.PSD] factors, the blocks' roots for a BlockDiag, the entries'
+    for a Diagonal; `Q diag(sqrt(w)) Q^H` (a [`Spectral`][structlin.Spectral]) otherwise,
+    with the structured `Q` of `eigh` where there is one. Eigenvalues below zero (rounding
+    errors) are taken as zero. The result of a PSD operator is annotated PSD.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> K = sl.PSD(sl.Kron(sl.PSD(a), sl.PSD(a)))
+        >>> R = sl.sqrt(K)
+        >>> bool(np.allclose((R @ R).to_dense(), K.to_dense()))
+        True
+    """
+    return _matrix_function(A, power_function(0.5))
+
+
+def pow(A: LinearOperator, p: float) -> LinearOperator:
+    """`A^p` of a Hermitian positive semi-definite `A` (any real `p`; an integer `p` for any
+    Hermitian `A`), as [`sqrt`][structlin.sqrt]: `(A ⊗ B)^p = A^p ⊗ B^p` for PSD factors,
+    `Q diag(w^p) Q^H` otherwise.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> D = sl.pow(sl.Diagonal(np.array([4.0, 9.0])), -0.5)
+        >>> sl.diag(D)
+        array([0.5       , 0.33333333])
+    """
+    return _matrix_function(A, power_function(float(p)))
+
+
+def exp(A: LinearOperator) -> LinearOperator:
+    """The matrix exponential of a Hermitian `A`: `Q diag(exp(w)) Q^H` from
+    [`eigh`][structlin.eigh] (structured `Q` where `eigh` is; a Diagonal's entries,
+    a BlockDiag's blocks). The result is PSD (annotated so where `A` is annotated).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.diag(sl.exp(sl.Diagonal(np.array([0.0, 1.0]))))
+        array([1.        , 2.71828183])
+    """
+    return _matrix_function(A, ScalarFunction("exp", lambda b, w: b.exp(w), positive=True))
+
+
+def log(A: LinearOperator) -> LinearOperator:
+    """The principal logarithm of a Hermitian positive definite `A`: `Q diag(log w) Q^H`
+    from [`eigh`][structlin.eigh] (structured `Q` where `eigh` is).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.diag(sl.log(sl.Diagonal(np.array([1.0, np.e]))))
+        array([0., 1.])
+    """
+    return _matrix_function(A, ScalarFunction("log", lambda b, w: b.log(w)))
+
+
+def apply(f: Any, A: LinearOperator) -> LinearOperator:
+    """`f(A) = Q diag(f(w)) Q^H` for a Hermitian `A` and an elementwise function `f` of an
+    array of eigenvalues (written with the array's library, e.g. `torch.tanh` for a
+    PyTorch operator, or with operators such as `1 / (1 + w)`).
+
+    Structured where [`eigh`][structlin.eigh] is: the result is a
+    [`Spectral`][structlin.Spectral] with the structured `Q` (a Kron of the factors'
+    eigenvectors), a Diagonal of `f` of the entries, or a BlockDiag of the blocks' `f`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> F = sl.apply(lambda w: 1 / (1 + w), sl.Diagonal(np.array([1.0, 3.0])))
+        >>> sl.diag(F)
+        array([0.5 , 0.25])
+    """
+    if not callable(f):
+        raise TypeError(f"apply: f must be a function of an array of eigenvalues, got {f!r}")
+    name = getattr(f, "__name__", "f")
+    return _matrix_function(A, ScalarFunction(name, lambda b, w: f(w)))
 
 
 def to(

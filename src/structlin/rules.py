@@ -54,8 +54,9 @@ from __future__ import annotations
 import typing
 
 from structlin._checks import dense_backend
-from structlin._dispatch import dispatch
+from structlin._dispatch import Rule, dense_method, dispatch, is_dense_method
 from structlin.backends import backend_of
+from structlin.errors import NotPositiveDefiniteError
 from structlin.operator import LinearOperator
 
 __all__ = [
@@ -65,7 +66,11 @@ __all__ = [
     "components",
     "compose",
     "diag",
+    "eigh",
+    "matrix_function",
     "inv",
+    "is_psd",
+    "is_symmetric",
     "matmat",
     "project",
     "rmatmat",
@@ -103,12 +108,59 @@ def to_dense(A: LinearOperator):
 
 
 @dispatch
+@dense_method
 def slogdet(A: LinearOperator):
-    """Fallback: LU of the dense matrix, `O(n^3)` time and `O(n^2)` memory."""
-    return dense_backend(A)[0].slogdet(to_dense(A))
+    """Fallback: LU of the dense matrix, `O(n^3)` time and `O(n^2)` memory (Cholesky where
+    [`is_psd`][structlin.rules.is_psd])."""
+    return dense_slogdet(A)
+
+
+def dense_solve(A: LinearOperator, B: object) -> object:
+    """`A^{-1} B` through the dense matrix: Cholesky where `is_psd(A)` (LU if it then
+    turns out not to be positive definite), LU otherwise; `O(n^3)` time, `O(n^2)` memory."""
+    backend = dense_backend(A)[0]
+    dense = to_dense(A)
+    if is_psd(A):
+        try:
+            return backend.cholesky_solve(backend.cholesky(dense), B)
+        except NotPositiveDefiniteError:
+            pass  # singular or indefinite after all: LU says which
+    return backend.solve(dense, B)
+
+
+def dense_slogdet(A: LinearOperator) -> tuple[object, object]:
+    """`slogdet` of the dense matrix: `2 sum log diag L` from Cholesky where `is_psd(A)`
+    (LU if it then turns out not to be positive definite), LU otherwise; `O(n^3)`."""
+    backend = dense_backend(A)[0]
+    dense = to_dense(A)
+    if is_psd(A):
+        try:
+            L = backend.cholesky(dense)
+        except NotPositiveDefiniteError:
+            pass
+        else:
+            logabsdet = 2 * backend.sum(backend.log(backend.real(backend.diagonal(L))))
+            return backend.zeros((), logabsdet.dtype, dense_backend(A)[2]) + 1, logabsdet
+    return backend.slogdet(dense)
+
+
+def exact_path(A: LinearOperator, operation: str) -> str:
+    """How `operation` (`"solve"`, `"inv"`, `"slogdet"`, `"eigh"`) runs on `A` by its
+    rules: `"dense"` where the rule that matches works on the dense matrix (the generic
+    fallbacks, `Dense`), `"shifted"` for `B + c I` solved through `B`'s structured
+    eigendecomposition, `"structured"` otherwise. Reads types only, never values."""
+    return _exact_path(A, operation)
 
 
 @dispatch
+def _exact_path(A: LinearOperator, operation: object):
+    rule = {"solve": solve, "inv": inv, "slogdet": slogdet, "eigh": eigh}[operation]
+    types = (type(A), object) if operation == "solve" else (type(A),)
+    return "dense" if is_dense_method(rule.resolve(*types)) else "structured"
+
+
+@dispatch
+@dense_method
 def diag(A: LinearOperator):
     """Fallback: the diagonal of the dense matrix, `O(n^2)` memory."""
     return dense_backend(A)[0].diagonal(to_dense(A))
@@ -118,6 +170,43 @@ def diag(A: LinearOperator):
 def trace(A: LinearOperator):
     """Sum of [`diag`][structlin.rules.diag], with whatever cost that has."""
     return dense_backend(A)[0].sum(diag(A))
+
+
+class _PropertyRule(Rule):
+    """`is_symmetric` and `is_psd`, which first read the mark `A.H @ A` and `A @ A.H` leave
+    on their result (`_gram`, see `structlin.functions.compose`), whatever its structure."""
+
+    def __call__(self, A: LinearOperator) -> bool:
+        if A.__dict__.get("_gram", False):
+            return True
+        return super().__call__(A)
+
+
+dispatch.rule_classes["is_symmetric"] = dispatch.rule_classes["is_psd"] = _PropertyRule
+
+
+@dispatch
+def is_symmetric(A: LinearOperator):
+    """Whether `A` is known to be symmetric (Hermitian if complex) from its structure alone.
+
+    Never reads values (so the answer is the same under `jax.jit`): a structure says so
+    (`Identity`, a real `Diagonal`), or an annotation ([`Symmetric`][structlin.Symmetric],
+    [`PSD`][structlin.PSD]), or a rule that propagates it (a `Kron` of symmetric factors,
+    a `Sum` of symmetric terms, a real multiple, a transpose or inverse). The fallback: `False`.
+    """
+    return False
+
+
+@dispatch
+def is_psd(A: LinearOperator):
+    """Whether `A` is known to be Hermitian positive semi-definite from its structure alone.
+
+    Never reads values: a [`PSD`][structlin.PSD] annotation, `Identity`, and the rules
+    that propagate it (a `Kron` of PSD factors, a `Sum` of PSD terms, a positive Python
+    number times a PSD operator, the inverse of a PSD operator, `A^H A` and `A A^H` as
+    `A.H @ A` builds them). The fallback: `False`.
+    """
+    return False
 
 
 @dispatch
@@ -194,6 +283,22 @@ def add(A, B):
 def scale(c, A):
     """`c A` for a scalar `c`. Structures register a structured scaling; the fallback
     is a lazy [`ScalarMul`][structlin.ScalarMul]."""
+
+
+@dispatch.declare
+def eigh(A):
+    """`(w, Q)` with `A = Q diag(w) Q^H` for a Hermitian `A`: `w` an array of `n`
+    eigenvalues, `Q` a unitary operator. Structures register a structured one (Kron: Kron
+    of the factors' eigenvectors); the fallback (in `structlin/expressions/spectral.py`) is
+    the dense `eigh`, `O(n^3)`."""
+
+
+@dispatch.declare
+def matrix_function(A, f):
+    """`f(A)` for a Hermitian `A` and a `ScalarFunction` (`structlin.expressions.spectral`)
+    `f` applied to its eigenvalues. Structures register structured ones (`Diagonal`:
+    `f` of the entries; `Kron` of PSD factors and a power: the Kron of the factors'
+    powers); the fallback is `Q diag(f(w)) Q^H` from [`eigh`][structlin.rules.eigh]."""
 
 
 @dispatch.declare

@@ -89,6 +89,10 @@ def operators(backend: str, dtype: str) -> dict[str, sl.LinearOperator]:
         "Adjoint": sl.Adjoint(user),
         "Inverse": sl.Inverse(sl.Dense(well_conditioned(4)) + sl.Diagonal(arr(np.ones(4)))),
         "user operator": user,
+        # Annotations and eigendecompositions travel as structlin operators (for now).
+        "PSD": sl.PSD(sl.Diagonal(arr(np.ones(4)))),
+        "Symmetric": sl.Symmetric(sl.Diagonal(a(4))),
+        "Spectral": sl.Spectral(sl.Identity(3, **like), arr(np.arange(1.0, 4.0))),
     }
 
 

@@ -237,6 +237,60 @@ def user_operator_expression(g: Gen) -> Built:
     )
 
 
+def _hpd(g: Gen, n: int) -> np.ndarray:
+    """A Hermitian positive definite `n x n` matrix, rounded to the dtype."""
+    m = g.normal(n, n) / np.sqrt(n)
+    return g.round(m @ m.conj().T + np.eye(n))
+
+
+def psd(g: Gen) -> Built:
+    """A PSD annotation: of a dense matrix, or of a Kron of PSD factors (Cholesky, eigh)."""
+    if g.choice([True, False]):
+        a = _hpd(g, g.size())
+        return Built(lambda arr: sl.PSD(sl.Dense(arr(a))), a, invertible=True)
+    fs = [_hpd(g, g.size(1, 3)) for _ in range(g.size(1, 3))]
+    ref = fs[0]
+    for f in fs[1:]:
+        ref = np.kron(ref, f)
+    return Built(lambda arr: sl.Kron(*(sl.PSD(arr(f)) for f in fs)), ref, invertible=True)
+
+
+def symmetric(g: Gen) -> Built:
+    n = g.size()
+    m = g.normal(n, n)
+    a = g.round(m + m.conj().T + 4 * n * np.eye(n))
+    return Built(lambda arr: sl.Symmetric(arr(a)), a, invertible=True)
+
+
+def spectral(g: Gen) -> Built:
+    """`Q diag(w) Q^H` with a Kron of unitary factors."""
+    qs = [np.linalg.qr(g.normal(k, k) + 3 * np.eye(k))[0] for k in (g.size(1, 3), g.size(1, 3))]
+    qs = [g.round(q) for q in qs]
+    n = qs[0].shape[0] * qs[1].shape[0]
+    w = g.round(g.rng.uniform(0.5, 2.0, n) * g.rng.choice([-1, 1], n))
+    Q = np.kron(qs[0], qs[1])
+    return Built(
+        lambda arr: sl.Spectral(sl.Kron(arr(qs[0]), arr(qs[1])), arr(w).real),
+        Q @ np.diag(w) @ Q.conj().T,
+        invertible=True,
+    )
+
+
+def shifted_kron(g: Gen) -> Built:
+    """`Kron(PSD factors) + c I`: solved through the factors' eigendecompositions."""
+    fs = [_hpd(g, g.size(1, 3)) for _ in range(g.size(1, 3))]
+    ref = fs[0]
+    for f in fs[1:]:
+        ref = np.kron(ref, f)
+    c = 0.25
+    n = ref.shape[0]
+    return Built(
+        lambda arr: sl.Kron(*(sl.PSD(arr(f)) for f in fs)) + c * sl.Identity(n),
+        ref + c * np.eye(n),
+        invertible=True,
+    )
+
+
 CASES = [
     dense,
     identity,
@@ -255,6 +309,10 @@ CASES = [
     inverse,
     user_operator,
     user_operator_expression,
+    psd,
+    symmetric,
+    spectral,
+    shifted_kron,
 ]
 STRUCTURED_TRANSPOSE = {c: c not in (user_operator, user_operator_expression) for c in CASES}
 

@@ -233,6 +233,61 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def argsort(self, x: Array) -> Array: ...
 
+    # Elementwise functions and loops for the algorithms (`structlin.algorithms`): not
+    # abstract, so that a backend written before them keeps working for everything else.
+    def sqrt(self, x: Array) -> Array:
+        return self._missing("sqrt")
+
+    def exp(self, x: Array) -> Array:
+        return self._missing("exp")
+
+    def real(self, x: Array) -> Array:
+        """The real part of `x` (`x` itself for a real array)."""
+        return self._missing("real")
+
+    def where(self, condition: Array, x: Array, y: Array) -> Array:
+        return self._missing("where")
+
+    def any(self, x: Array) -> Array:
+        return self._missing("any")
+
+    def while_loop(self, cond: Any, body: Any, state: Any) -> Any:
+        """`while cond(state): state = body(state)`, with `state` a tuple of arrays.
+
+        A Python loop by default (reading `cond`'s value each step); JAX's is
+        `jax.lax.while_loop`, so that an iterative solver runs under `jax.jit`.
+        """
+        while bool(cond(state)):
+            state = body(state)
+        return state
+
+    def implicit_solve(
+        self,
+        solve: Any,
+        apply: Any,
+        apply_adjoint: Any,
+        leaves: list[Array],
+        B: Array,
+        symmetric: bool,
+    ) -> tuple[Array, Any]:
+        """`(X, record) = solve(matvec, B)` with `X = A^{-1} B`, differentiated implicitly.
+
+        `A` is given by its array leaves and `apply(leaves, V) = A @ V`
+        (`apply_adjoint(leaves, V) = A^H @ V`); `solve(matvec, B)` runs an iterative
+        method with `matvec(V) = A @ V` and returns the solution and a record of its
+        convergence. Where the library differentiates, the backward pass of `X` is one
+        more solve, with `A^H`, rather than the unrolled iterations: for a cotangent `G`,
+        `dB = A^{-H} G`, and `dA = -dB X^H` reaches `A`'s arrays through `A @ X`. Without
+        automatic differentiation (NumPy) it is `solve` itself.
+        """
+        return solve(lambda V: apply(leaves, V), B)
+
+    def _missing(self, what: str) -> Any:
+        raise NotImplementedError(
+            f"the {self.name} backend has no `{what}`; implement `{type(self).__name__}.{what}` "
+            "to use structlin's algorithms (solvers, eigendecompositions, matrix functions) on it"
+        )
+
     # -- linear algebra ------------------------------------------------------
     @abc.abstractmethod
     def matmul(self, a: Array, b: Array) -> Array: ...
@@ -307,6 +362,45 @@ class Backend(abc.ABC):
         u, s, vh = self._svd(self.astype(a, wide))
         real = a.dtype if not self.is_complex(a.dtype) else s.dtype
         return self.astype(u, a.dtype), self.astype(s, real), self.astype(vh, a.dtype)
+
+    def eigh(self, a: Array) -> tuple[Array, Array]:
+        """`(w, V)` with `a = V diag(w) V^H` for a (batch of) Hermitian `a` (read from one
+        triangle, as `numpy.linalg.eigh`), `w` real and ascending; ValueError for
+        non-finite `a`."""
+        self.refuse_non_finite(a, "eigh")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._eigh(a)
+        w, v = self._eigh(self.astype(a, wide))
+        real = a.dtype if not self.is_complex(a.dtype) else w.dtype
+        return self.astype(w, real), self.astype(v, a.dtype)
+
+    def cholesky(self, a: Array) -> Array:
+        """The lower Cholesky factor `L`, `a = L L^H`, of a (batch of) Hermitian positive
+        definite `a`; raises [`NotPositiveDefiniteError`][structlin.NotPositiveDefiniteError]
+        where the library reports that it is not (NaN entries inside `jax.jit`)."""
+        self.refuse_non_finite(a, "cholesky")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._cholesky(a)
+        return self.astype(self._cholesky(self.astype(a, wide)), a.dtype)
+
+    def cholesky_solve(self, L: Array, b: Array) -> Array:
+        """`(L L^H)^{-1} b` for a Cholesky factor `L` from `cholesky`."""
+        wide = self.factor_dtype(L.dtype)
+        if wide is L.dtype:
+            return self._cholesky_solve(L, b)
+        out = self.result_type(L.dtype, b.dtype)
+        return self.astype(self._cholesky_solve(self.astype(L, wide), self.astype(b, wide)), out)
+
+    def _eigh(self, a: Array) -> tuple[Array, Array]:
+        return self._missing("_eigh")
+
+    def _cholesky(self, a: Array) -> Array:
+        return self._missing("_cholesky")
+
+    def _cholesky_solve(self, L: Array, b: Array) -> Array:
+        return self._missing("_cholesky_solve")
 
     def factor_dtype(self, dtype: DType) -> DType:
         """The dtype LAPACK factorises `dtype` in: float32 (complex64) for half precision."""

@@ -7,10 +7,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 
 from structlin.backends.base import Array, Backend, Device, DeviceRef, DType
-from structlin.errors import SingularOperatorError
+from structlin.errors import NotPositiveDefiniteError, SingularOperatorError
 
 
 class JaxBackend(Backend):
@@ -128,6 +129,47 @@ class JaxBackend(Backend):
     def log(self, x: Array) -> Array:
         return jnp.log(x)
 
+    def sqrt(self, x: Array) -> Array:
+        return jnp.sqrt(x)
+
+    def exp(self, x: Array) -> Array:
+        return jnp.exp(x)
+
+    def real(self, x: Array) -> Array:
+        return jnp.real(x)
+
+    def where(self, condition: Array, x: Array, y: Array) -> Array:
+        return jnp.where(condition, x, y)
+
+    def any(self, x: Array) -> Array:
+        return jnp.any(x)
+
+    def while_loop(self, cond: Any, body: Any, state: Any) -> Any:
+        return jax.lax.while_loop(cond, body, state)
+
+    def implicit_solve(
+        self,
+        solve: Any,
+        apply: Any,
+        apply_adjoint: Any,
+        leaves: list[Array],
+        B: Array,
+        symmetric: bool,
+    ) -> tuple[Array, Any]:
+        # `custom_linear_solve` differentiates through `matvec`'s closure (the leaves) and
+        # hands `transpose_solve` the transposed `matvec` for the backward pass.
+        def matvec(V: Array) -> Array:
+            return apply(leaves, V)
+
+        return jax.lax.custom_linear_solve(
+            matvec,
+            B,
+            solve,
+            transpose_solve=lambda vecmat, G: solve(vecmat, G),
+            symmetric=symmetric,
+            has_aux=True,
+        )
+
     def sum(self, x: Array, axis: int | None = None) -> Array:
         return jnp.sum(x, axis=axis)
 
@@ -206,6 +248,22 @@ class JaxBackend(Backend):
     def _slogdet(self, a: Array) -> tuple[Array, Array]:
         sign, logabsdet = jnp.linalg.slogdet(_whole_matrices(a))
         return sign, logabsdet
+
+    def _eigh(self, a: Array) -> tuple[Array, Array]:
+        w, v = jnp.linalg.eigh(_whole_matrices(a))
+        return w, v
+
+    def _cholesky(self, a: Array) -> Array:
+        L = jnp.linalg.cholesky(_whole_matrices(a))
+        if self.is_concrete(L) and not bool(jnp.all(jnp.isfinite(L))):
+            raise NotPositiveDefiniteError(
+                f"Cholesky factorisation failed for a matrix of shape {tuple(a.shape)}: "
+                "not positive definite"
+            )
+        return L
+
+    def _cholesky_solve(self, L: Array, b: Array) -> Array:
+        return jax.scipy.linalg.cho_solve((L, True), b)
 
     def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         a = _whole_matrices(a)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from structlin.backends.base import Array, Backend, Device, DType
-from structlin.errors import SingularOperatorError
+from structlin.errors import NotPositiveDefiniteError, SingularOperatorError
 
 
 class NumpyBackend(Backend):
@@ -148,6 +148,21 @@ class NumpyBackend(Backend):
     def sum(self, x: Array, axis: int | None = None) -> Array:
         return np.sum(x, axis=axis)
 
+    def sqrt(self, x: Array) -> Array:
+        return np.sqrt(x)
+
+    def exp(self, x: Array) -> Array:
+        return np.exp(x)
+
+    def real(self, x: Array) -> Array:
+        return np.real(x) if np.iscomplexobj(x) else x
+
+    def where(self, condition: Array, x: Array, y: Array) -> Array:
+        return np.where(condition, x, y)
+
+    def any(self, x: Array) -> Array:
+        return np.any(x)
+
     def prod(self, x: Array, axis: int | None = None) -> Array:
         return np.prod(x, axis=axis)
 
@@ -201,3 +216,23 @@ class NumpyBackend(Backend):
     def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         u, s, vh = np.linalg.svd(a, full_matrices=False)
         return u, s, vh
+
+    def _eigh(self, a: Array) -> tuple[Array, Array]:
+        w, v = np.linalg.eigh(a)
+        return w, v
+
+    def _cholesky(self, a: Array) -> Array:
+        try:
+            return np.linalg.cholesky(a)
+        except np.linalg.LinAlgError as e:
+            raise NotPositiveDefiniteError(
+                f"Cholesky factorisation failed for a matrix of shape {a.shape}: {e}"
+            ) from None
+
+    def _cholesky_solve(self, L: Array, b: Array) -> Array:
+        try:  # two triangular solves, O(n^2 k), where SciPy is installed
+            from scipy.linalg import solve_triangular
+        except ImportError:  # two general solves, O(n^3)
+            return np.linalg.solve(np.conj(np.swapaxes(L, -1, -2)), np.linalg.solve(L, b))
+        y = solve_triangular(L, b, lower=True)
+        return solve_triangular(L, y, lower=True, trans="C")

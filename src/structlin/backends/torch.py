@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from structlin.backends.base import Array, Backend, Device, DType
-from structlin.errors import SingularOperatorError
+from structlin.errors import NotPositiveDefiniteError, SingularOperatorError
 
 # torch.compiler.is_compiling is PyTorch >= 2.3; before it, values are read (a graph break).
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
@@ -193,6 +193,37 @@ class TorchBackend(Backend):
     def sum(self, x: Array, axis: int | None = None) -> Array:
         return x.sum() if axis is None else x.sum(dim=axis)
 
+    def sqrt(self, x: Array) -> Array:
+        return torch.sqrt(x)
+
+    def exp(self, x: Array) -> Array:
+        return torch.exp(x)
+
+    def real(self, x: Array) -> Array:
+        return x.real if x.is_complex() else x
+
+    def where(self, condition: Array, x: Array, y: Array) -> Array:
+        return torch.where(condition, x, y)
+
+    def any(self, x: Array) -> Array:
+        return torch.any(x)
+
+    def implicit_solve(
+        self,
+        solve: Any,
+        apply: Any,
+        apply_adjoint: Any,
+        leaves: list[Array],
+        B: Array,
+        symmetric: bool,
+    ) -> tuple[Array, Any]:
+        if not torch.is_grad_enabled() or not any(x.requires_grad for x in (B, *leaves)):
+            with torch.no_grad():
+                return solve(lambda V: apply(leaves, V), B)
+        record: list[Any] = []
+        X = _ImplicitSolve.apply(solve, apply, apply_adjoint, record, B, *leaves)
+        return X, record[0]
+
     def prod(self, x: Array, axis: int | None = None) -> Array:
         return x.prod() if axis is None else x.prod(dim=axis)
 
@@ -246,3 +277,62 @@ class TorchBackend(Backend):
     def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
         return u, s, vh
+
+    def _eigh(self, a: Array) -> tuple[Array, Array]:
+        w, v = torch.linalg.eigh(a)
+        return w, v
+
+    def _cholesky(self, a: Array) -> Array:
+        L, info = torch.linalg.cholesky_ex(a)
+        if self.is_concrete(info) and bool((info != 0).any()):
+            raise NotPositiveDefiniteError(
+                f"Cholesky factorisation failed for a matrix of shape {tuple(a.shape)}: "
+                "not positive definite"
+            )
+        return L
+
+    def _cholesky_solve(self, L: Array, b: Array) -> Array:
+        return torch.cholesky_solve(b, L)
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    """`X = A^{-1} B` by an iterative `solve`, with the backward pass of implicit
+    differentiation: one solve with `A^H` (see `Backend.implicit_solve`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        solve: Any,
+        apply: Any,
+        apply_adjoint: Any,
+        record: list[Any],
+        B: Array,
+        *leaves: Array,
+    ) -> Array:  # type: ignore[override]
+        with torch.no_grad():
+            X, info = solve(lambda V: apply(leaves, V), B)
+        record.append(info)
+        ctx.solve_fn, ctx.apply_fn, ctx.apply_adjoint_fn = solve, apply, apply_adjoint
+        ctx.save_for_backward(X, *leaves)
+        return X
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, G: Array) -> tuple[Any, ...]:  # type: ignore[override]
+        X, *leaves = ctx.saved_tensors
+        detached = [x.detach() for x in leaves]
+        with torch.no_grad():
+            dB, _ = ctx.solve_fn(lambda V: ctx.apply_adjoint_fn(detached, V), G)
+        grads: list[Any] = [None] * len(leaves)
+        wanted = [i for i, x in enumerate(leaves) if ctx.needs_input_grad[5 + i]]
+        if wanted:
+            with torch.enable_grad():
+                inputs = [x.detach().requires_grad_(i in wanted) for i, x in enumerate(leaves)]
+                Y = ctx.apply_fn(inputs, X.detach())
+                found = torch.autograd.grad(
+                    Y, [inputs[i] for i in wanted], grad_outputs=-dB, allow_unused=True
+                )
+            for i, g in zip(wanted, found, strict=True):
+                grads[i] = g
+        dB_out = dB if ctx.needs_input_grad[4] else None
+        return (None, None, None, None, dB_out, *grads)

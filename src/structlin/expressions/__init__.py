@@ -8,10 +8,12 @@ it represents (`transpose` -> [`Transpose`][structlin.Transpose], `compose` ->
 `structlin.functions` does so.
 """
 
+from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense, as_operator
 from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
 from structlin.expressions.scalar_mul import ScalarMul, is_scalar
+from structlin.expressions.spectral import Spectral
 from structlin.expressions.sum import Sum
 from structlin.expressions.transpose import Adjoint, Transpose
 
@@ -19,9 +21,12 @@ __all__ = [
     "Adjoint",
     "Dense",
     "Inverse",
+    "PSD",
     "Product",
     "ScalarMul",
+    "Spectral",
     "Sum",
+    "Symmetric",
     "Transpose",
     "as_operator",
     "is_scalar",

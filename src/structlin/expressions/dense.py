@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from structlin import _checks
-from structlin._dispatch import dispatch
+from structlin._dispatch import dense_method, dispatch
 from structlin.backends import Array, asarray_hint, is_array
 from structlin.component import Component
 from structlin.operator import LinearOperator
@@ -73,16 +73,19 @@ def adjoint(A: Dense):
 
 
 @dispatch
+@dense_method
 def inv(A: Dense):
     return _wrap(A.backend.inv(A.array))
 
 
 @dispatch
+@dense_method
 def solve(A: Dense, B: object):
     return A.backend.solve(A.array, B)
 
 
 @dispatch
+@dense_method
 def slogdet(A: Dense):
     return A.backend.slogdet(A.array)
 

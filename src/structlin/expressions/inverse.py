@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from structlin import _checks
 from structlin._checks import dense_backend
-from structlin._dispatch import dispatch
+from structlin._dispatch import dense_method, dispatch
 from structlin.operator import LinearOperator
+from structlin.rules import dense_solve
 
 
 class Inverse(LinearOperator):
@@ -17,8 +20,13 @@ class Inverse(LinearOperator):
     operators is a dense LU solve: `O(n^3)` per application. To apply the same
     inverse many times, materialise it once with `Dense(A.inv().to_dense())`.
 
+    With an `alg` (built by `sl.inv(A, alg=...)`, e.g. [`CG`][structlin.CG]), each
+    application solves with that algorithm instead.
+
     Args:
         op: A square operator.
+        alg: The algorithm object whose `solve` applies the inverse, or `None` for
+            [`solve`][structlin.solve]'s rules.
 
     Raises:
         ValueError: `op` is not square.
@@ -31,12 +39,14 @@ class Inverse(LinearOperator):
     """
 
     _children = ("op",)
+    _static = ("alg",)
 
     op: LinearOperator
+    alg: Any
 
-    def __init__(self, op: LinearOperator):
+    def __init__(self, op: LinearOperator, alg: Any = None):
         _checks.square(op, "Inverse")
-        self._set(op=op)
+        self._set(op=op, alg=alg)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -44,6 +54,7 @@ class Inverse(LinearOperator):
 
 
 @dispatch
+@dense_method
 def inv(A: LinearOperator):
     """Fallback: a lazy [`Inverse`][structlin.Inverse]; `O(1)` to build."""
     return Inverse(A)
@@ -55,9 +66,11 @@ def inv(A: Inverse):
 
 
 @dispatch
+@dense_method
 def solve(A: LinearOperator, B: object):
-    """Fallback: LU solve with the dense matrix, `O(n^3 + n^2 k)` time, `O(n^2)` memory."""
-    return dense_backend(A)[0].solve(to_dense(A), B)
+    """Fallback: LU solve with the dense matrix, `O(n^3 + n^2 k)` time, `O(n^2)` memory
+    (Cholesky where [`is_psd`][structlin.rules.is_psd]; see `structlin.rules.dense_solve`)."""
+    return dense_solve(A, B)
 
 
 @dispatch
@@ -67,11 +80,15 @@ def solve(A: Inverse, B: object):
 
 @dispatch
 def matmat(A: Inverse, X: object):
-    return solve(A.op, X)
+    alg = getattr(A, "alg", None)
+    return solve(A.op, X) if alg is None else alg.solve(A.op, X)
 
 
 @dispatch
 def to_dense(A: Inverse):
+    if getattr(A, "alg", None) is not None:
+        backend, dtype, device = dense_backend(A)
+        return matmat(A, backend.eye(A.shape[0], dtype, device))
     return dense_backend(A)[0].inv(to_dense(A.op))
 
 
@@ -80,12 +97,12 @@ def to_dense(A: Inverse):
 # would loop with `inv(Transpose)` below).
 @dispatch
 def transpose(A: Inverse):
-    return Inverse(transpose(A.op))
+    return Inverse(transpose(A.op), getattr(A, "alg", None))
 
 
 @dispatch
 def adjoint(A: Inverse):
-    return Inverse(adjoint(A.op))
+    return Inverse(adjoint(A.op), getattr(A, "alg", None))
 
 
 @dispatch
@@ -102,3 +119,14 @@ def components(A: Inverse):
         None if c is None else c.transposed().placed(first=False, last=False)
         for c in components(A.op)
     )
+
+
+# The inverse of a Hermitian (positive definite) matrix is Hermitian (positive definite).
+@dispatch
+def is_symmetric(A: Inverse):
+    return is_symmetric(A.op)
+
+
+@dispatch
+def is_psd(A: Inverse):
+    return is_psd(A.op)

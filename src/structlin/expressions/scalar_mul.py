@@ -184,3 +184,37 @@ def scale(c: object, A: ScalarMul):
 @dispatch
 def components(A: ScalarMul):
     return (None, *components(A.op))  # the scalar is fixed, not a learnable matrix
+
+
+def _real_scalar(c: Any) -> bool:
+    if is_array(c):
+        return not backend_of(c).is_complex(c.dtype)
+    return isinstance(c, numbers.Real)
+
+
+@dispatch
+def is_symmetric(A: ScalarMul):
+    return _real_scalar(A.scalar) and is_symmetric(A.op)
+
+
+@dispatch
+def is_psd(A: ScalarMul):
+    # Only a Python number can be told positive without reading an array's value.
+    c = A.scalar
+    return isinstance(c, numbers.Real) and not isinstance(c, bool) and c > 0 and is_psd(A.op)
+
+
+@dispatch
+def eigh(A: ScalarMul):
+    w, Q = eigh(A.op)
+    return A.scalar * w, Q
+
+
+@dispatch
+def structured_eigh(A: ScalarMul):
+    return structured_eigh(A.op)
+
+
+@dispatch
+def _exact_path(A: ScalarMul, operation: object):
+    return _exact_path(A.op, operation)

@@ -117,3 +117,13 @@ def add(A: LinearOperator, B: LinearOperator):
 def components(A: Sum):
     # Every term reads the input and writes (a term of) the output.
     return tuple(c for op in A.ops for c in components(op))
+
+
+@dispatch
+def is_symmetric(A: Sum):
+    return all(is_symmetric(op) for op in A.ops)
+
+
+@dispatch
+def is_psd(A: Sum):
+    return all(is_psd(op) for op in A.ops)

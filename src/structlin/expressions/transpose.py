@@ -159,3 +159,14 @@ def diag(A: Transpose):
 @dispatch
 def components(A: Transpose):
     return tuple(None if c is None else c.transposed() for c in components(A.op))
+
+
+# A (conjugate) transpose is as symmetric, and as positive semi-definite, as its operand.
+@dispatch
+def is_symmetric(A: Transpose):
+    return is_symmetric(A.op)
+
+
+@dispatch
+def is_psd(A: Transpose):
+    return is_psd(A.op)

@@ -174,6 +174,40 @@ def diag(A: BlockDiag):
 
 
 @dispatch
+def eigh(A: BlockDiag):
+    """The blocks' eigendecompositions (each block taken as Hermitian), batched:
+    `O(b p^3)`; eigenvalues block by block, ascending within each block."""
+    _square_blocks(A, "eigh")
+    w, V = A.backend.eigh(A.blocks)
+    return A.backend.reshape(w, (-1,)), _wrap(V)
+
+
+@dispatch
+def structured_eigh(A: BlockDiag):
+    q, p = A.block_shape
+    return q == p
+
+
+@dispatch
+def abs_squared(A: BlockDiag):
+    backend = A.backend
+    return _wrap(backend.real(A.blocks * backend.conj(A.blocks)))
+
+
+@dispatch
+def matrix_function(A: BlockDiag, f: object):
+    """`f` of each block, `V_b diag(f(w_b)) V_b^H`, batched: `O(b p^3)`, exact."""
+    _square_blocks(A, "a matrix function")
+    backend = A.backend
+    w, V = backend.eigh(A.blocks)
+    fw = f(backend, w)
+    VH = backend.conj(backend.swap_last(V))
+    if backend.is_complex(VH.dtype) and not backend.is_complex(fw.dtype):
+        fw = backend.astype(fw, VH.dtype)
+    return _wrap(backend.matmul(V * fw[:, None, :], VH))
+
+
+@dispatch
 def compose(A: BlockDiag, B: BlockDiag):
     if A.nblocks == B.nblocks:
         return _wrap(A.backend.block_matmul(A.blocks, B.blocks))

@@ -8,6 +8,7 @@ from structlin.backends import Array, backend_of
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
+from structlin.operators.identity import Identity
 
 
 class Diagonal(LinearOperator):
@@ -107,6 +108,34 @@ def slogdet(A: Diagonal):
 @dispatch
 def diag(A: Diagonal):
     return A.diag
+
+
+@dispatch
+def is_symmetric(A: Diagonal):
+    return not A.backend.is_complex(A.dtype)
+
+
+@dispatch
+def eigh(A: Diagonal):
+    """`(d, I)`: the entries, not sorted, and the identity (the real part for a complex
+    `Diagonal`, which is Hermitian only with real entries); `O(n)`."""
+    return A.backend.real(A.diag), Identity.like(A)
+
+
+@dispatch
+def structured_eigh(A: Diagonal):
+    return True
+
+
+@dispatch
+def abs_squared(A: Diagonal):
+    return _wrap(A.backend.real(A.diag * A.backend.conj(A.diag)))
+
+
+@dispatch
+def matrix_function(A: Diagonal, f: object):
+    """`diag(f(d))`, `O(n)`."""
+    return _wrap(f(A.backend, A.backend.real(A.diag)))
 
 
 @dispatch

@@ -14,6 +14,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.dense import as_operator
 from structlin.expressions.product import Product
+from structlin.expressions.spectral import Spectral, annotate_function
 from structlin.operator import LinearOperator
 from structlin.structure import Structure, balanced_factors, register_structure
 
@@ -170,6 +171,59 @@ def trace(A: Kron):
     for f in A.factors[1:]:
         out = out * trace(f)
     return out
+
+
+@dispatch
+def is_symmetric(A: Kron):
+    return all(is_symmetric(f) for f in A.factors)
+
+
+@dispatch
+def is_psd(A: Kron):
+    return all(is_psd(f) for f in A.factors)
+
+
+def _kron_vectors(vectors: list[Array], backend: Backend) -> Array:
+    """The Kronecker product of 1-D arrays, flat: `w_1[i] w_2[j] ...` at `i n_2 ... + j ...`."""
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = backend.reshape(out[:, None] * v[None, :], (-1,))
+    return out
+
+
+@dispatch
+def eigh(A: Kron):
+    """`A = (⊗ Q_i) diag(⊗ w_i) (⊗ Q_i)^H` from the factors' eigendecompositions
+    (each factor taken as Hermitian): `O(sum n_i^3)`, and `O(n)` for the eigenvalues,
+    which are in Kronecker order, not sorted."""
+    if _rectangular_factor(A) is not None:
+        raise ValueError(
+            f"eigh: Kron of shape {_checks.shape_str(A.shape)} has a non-square factor"
+        )
+    parts = [eigh(f) for f in A.factors]
+    w = _kron_vectors([w for w, _ in parts], backend_of(parts[0][0]))
+    return w, _wrap(tuple(Q for _, Q in parts))
+
+
+@dispatch
+def structured_eigh(A: Kron):
+    return _rectangular_factor(A) is None
+
+
+@dispatch
+def abs_squared(A: Kron):
+    return _wrap(tuple(abs_squared(f) for f in A.factors))
+
+
+@dispatch
+def matrix_function(A: Kron, f: object):
+    """`f(A)`: the Kron of the factors' `f` for a power `x^p` and PSD factors
+    (`(A ⊗ B)^p = A^p ⊗ B^p`), else `Q diag(f(w)) Q^H` with the Kron `Q` of the factors'
+    eigenvectors ([`Spectral`][structlin.Spectral])."""
+    if f.power is not None and all(is_psd(g) for g in A.factors):
+        return _wrap(tuple(annotate_function(g, f, matrix_function(g, f)) for g in A.factors))
+    w, Q = eigh(A)
+    return Spectral(Q, f(backend_of(w), w))
 
 
 @dispatch
