@@ -170,7 +170,8 @@ def check_gradient_by_differences(params: Any, x: Any, y: Any, failures: list[st
     fd = np.array(fd)
     err = np.max(np.abs(grad - fd)) / np.max(np.abs(fd))
     print(
-        f"  gradient at n = {y.shape[0]}: autograd {np.array2string(grad, precision=4)}, central "
+        f"\nat the starting point, n = {y.shape[0]}: gradient by autograd "
+        f"{np.array2string(grad, precision=4)}, by central "
         f"differences {np.array2string(fd, precision=4)}, relative difference {err:.1e}"
     )
     if err > 1e-4:
@@ -183,8 +184,9 @@ def fit(d: int, steps: int, failures: list[str]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     y = torch.tensor(sample(d, rng))
     x = torch.tensor(axis(d))
-    params = torch.tensor([math.log(0.3), math.log(0.5), math.log(0.5)], dtype=torch.float64)
-    params.requires_grad_(True)
+    start = torch.tensor([math.log(0.3), math.log(0.5), math.log(0.5)], dtype=torch.float64)
+    check_gradient_by_differences(start, x, y, failures)  # where the gradient is not small
+    params = start.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS(
         [params], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe", tolerance_grad=1e-7
     )
@@ -199,9 +201,9 @@ def fit(d: int, steps: int, failures: list[str]) -> dict[str, Any]:
         evaluations[0] += 1
         return loss
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     optimiser.step(closure)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     lengthscale, signal, noise = (float(v) for v in hyperparameters(params.detach()))
     fitted = {"lengthscale": lengthscale, "signal": signal, "noise": math.sqrt(noise)}
     print(
@@ -212,7 +214,6 @@ def fit(d: int, steps: int, failures: list[str]) -> dict[str, Any]:
     for name in TRUE:
         print(f"  {name:12s} {TRUE[name]:8.4f} {fitted[name]:8.4f}")
     print(f"  nll / n from {history[0]:.4f} to {history[-1]:.4f}")
-    check_gradient_by_differences(params.detach(), x, y, failures)
     if d >= 16:  # enough data to pin the hyperparameters down
         for name in TRUE:
             if abs(fitted[name] - TRUE[name]) > 0.2 * TRUE[name]:

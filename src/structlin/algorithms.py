@@ -978,7 +978,7 @@ def _solve_iteratively(
     n = A.shape[0]
     tol = _default_tol(backend, B.dtype) if tol is None else float(tol)
     iters = 10 * n if max_iters is None else _checks.size(max_iters, f"{name} max_iters", minimum=0)
-    precondition = _preconditioner(A, preconditioner, name)
+    precondition = _preconditioner(A, preconditioner, name.upper())
 
     leaves, treedef = pytree.tree_flatten(A)
     where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
