@@ -187,7 +187,9 @@ def gmres(
             # Rotations 0 .. j-1 on the new column (those not yet set are the identity).
             h = h + onehot(j + 1, m + 1)[:, None] * hnext  # V[j + 1] was zero: h[j + 1] = 0
             col = [h[i] for i in range(m + 1)]
-            for i in range(m - 1):
+            # Under jax.jit `j` is traced: every rotation runs, those not set yet as identities.
+            set_ = int(backend.to_numpy(j)) if backend.is_concrete(j) else m - 1
+            for i in range(set_):
                 a, b = col[i], col[i + 1]
                 col[i] = cs[i] * a + sn[i] * b
                 col[i + 1] = -backend.conj(sn[i]) * a + cs[i] * b
