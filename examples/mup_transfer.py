@@ -1,7 +1,7 @@
 """Does the learning rate tuned on a narrow model stay optimal as it gets wider? μP against the
 standard parametrisation, for dense, Monarch, BTT, low-rank and Kronecker MLPs.
 
-    python examples/mup_transfer.py                 # ~6 min on 2 CPU cores
+    python examples/mup_transfer.py                 # ~5 min on 2 CPU cores
     python examples/mup_transfer.py --structures monarch,btt --widths 64,256,1024
     python examples/mup_transfer.py --smoke         # two tiny widths, two rates (for tests)
 

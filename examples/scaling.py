@@ -1,16 +1,18 @@
 """Loss against training compute for dense, Monarch, BTT and low-rank MLPs across widths: the
 compute-optimal frontier of each structure and its slope.
 
-    python examples/scaling.py              # ~12 min on 2 CPU cores
-    python examples/scaling.py --quick      # three smaller widths, fewer steps (~2 min)
+    python examples/scaling.py              # ~9 min on 2 CPU cores
+    python examples/scaling.py --quick      # two widths fewer, 500 steps (~1 min)
     python examples/scaling.py --smoke      # tiny (for tests)
 
 Needs PyTorch, and matplotlib for the plot. The task and the model are those of
 `mup_transfer.py` (next character from the previous 8, on the Python standard library's
 source; an embedding, residual MLP blocks whose `4d x d` and `d x 4d` layers are
 structured, a readout), trained with structlin's μP (`param_groups(model, lr,
-base=...)`, zero readout) at one learning rate for every structure and width: the rate
-tuned for the dense model at width 64 (`--lr`), which μP transfers.
+base_fan_in=64)`, zero readout) at one learning rate for every structure and width: the
+rate tuned for the dense model at width 64 (`--lr`; `mup_transfer.py` finds it), which
+μP transfers. The structured models go to larger widths than the dense one (`WIDTHS`),
+so that every structure's runs span about the same training compute.
 
 Every model trains on the same batches for `--steps` Adam steps at a constant rate and
 is scored on 2048 held-out positions at log-spaced steps. Its training compute at a
@@ -43,6 +45,16 @@ from mup_transfer import _DATA, CharMLP, _init_worker, evaluate, optimizer_for, 
 from torch.utils.flop_counter import FlopCounterMode
 
 STRUCTURES = ("dense", "monarch", "btt", "lowrank")
+# The widths of each structure. A structure costs less per width than dense (Monarch with 4
+# blocks a quarter, BTT and low rank about d^1.5), so the structured models go wider: their
+# largest runs reach about the training compute of the largest dense one, and the frontiers
+# overlap instead of the structured ones stopping early.
+WIDTHS = {
+    "dense": (64, 128, 256, 512),
+    "monarch": (64, 128, 256, 512, 1024),
+    "btt": (64, 128, 256, 512, 1024, 2048),
+    "lowrank": (64, 128, 256, 512, 1024, 2048),
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,11 @@ class Run:
     flops: list[float]  # training FLOPs at each evaluated step
     seconds: list[float]  # training wall time at each evaluated step
     val_loss: list[float]
+
+
+def cost(task: Task) -> int:
+    """A run's forward FLOPs per example, to order the runs by how long they take."""
+    return forward_flops(CharMLP(task.width, task.structure, "mup", task.blocks))
 
 
 def forward_flops(model: torch.nn.Module) -> int:
@@ -182,11 +199,13 @@ def plot(runs: list[Run], structures: list[str], path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="three smaller widths, fewer steps")
+    mode.add_argument("--quick", action="store_true", help="two widths fewer, 500 steps")
     mode.add_argument("--smoke", action="store_true", help="tiny (for tests)")
     parser.add_argument("--structures", default=",".join(STRUCTURES))
-    parser.add_argument("--widths", help="default 64,128,256,512,1024 (--quick: 64,128,256)")
-    parser.add_argument("--steps", type=int, help="default 800 (--quick: 200)")
+    parser.add_argument(
+        "--widths", help="the same widths for every structure (default: WIDTHS, per structure)"
+    )
+    parser.add_argument("--steps", type=int, help="default 2000 (--quick: 500)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument(
@@ -198,28 +217,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also save the results as JSON")
     args = parser.parse_args(argv)
 
-    widths, steps = "64,128,256,512,1024", 800
+    widths, steps = dict(WIDTHS), 2000
     if args.quick:
-        widths, steps = "64,128,256", 200
+        widths, steps = {s: w[:-2] for s, w in WIDTHS.items()}, 500
     if args.smoke:
-        args.structures, widths, steps = "dense,monarch", "16,32", 4
+        args.structures, args.widths, steps = "dense,monarch", "16,32", 4
         args.batch, args.blocks, args.evals, args.workers = 8, 1, 2, 1
         args.plot = os.path.join(tempfile.mkdtemp(), "scaling.png")
     structures = args.structures.split(",")
     for name in structures:
         if name not in STRUCTURES:
             parser.error(f"unknown structure {name!r}; choose from {', '.join(STRUCTURES)}")
-    widths = sorted(int(w) for w in (args.widths or widths).split(","))
+    if args.widths:
+        widths = {s: tuple(sorted(int(w) for w in args.widths.split(","))) for s in structures}
     steps = args.steps or steps
     tasks = [
         Task(s, w, args.lr, steps, args.batch, args.blocks, args.evals)
         for s in structures
-        for w in widths
+        for w in widths[s]
     ]
-    tasks.sort(key=lambda t: -t.width * (4 if t.structure == "dense" else 1))
+    tasks.sort(key=lambda t: -cost(t))  # the slowest first, so that the workers end together
     text_chars = 200_000 if args.smoke else 2_000_000
     print(
-        f"{len(tasks)} runs: {', '.join(structures)} at widths {widths}, {steps} Adam steps of "
+        f"{len(tasks)} runs: "
+        + ", ".join(f"{s} at widths {list(widths[s])}" for s in structures)
+        + f"; {steps} Adam steps of "
         f"batch {args.batch} at lr {args.lr:.3g} (μP, base width 64), {args.workers} processes"
     )
     start = time.perf_counter()
@@ -266,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "settings": {k: v for k, v in vars(args).items() if k not in ("json", "plot")}
-                    | {"widths": widths, "steps": steps},
+                    | {"widths": {s: list(widths[s]) for s in structures}, "steps": steps},
                     "seconds": elapsed,
                     "slopes": {f"{s}/{axis}": b for (s, axis), b in slopes.items()},
                     "best_at": [

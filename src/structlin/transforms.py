@@ -479,34 +479,12 @@ def dst(
 ) -> GeneralizedMonarch:
     """The `n`-point DST of type `type` as an exact real Monarch operator: `scipy.fft.dst(x, type, norm=norm)`.
 
-    Every type SciPy offers (1, 2, 3 and 4) is covered, by one construction: each
-    is the real part of a DFT of length `M` (`2 (n - 1)` for the type-1 DCT,
-    `2 (n + 1)` for the type-1 DST, `2n` otherwise) between two diagonal
-    matrices,
-
-    `y = Re(diag(b) F_M diag(a) [x; 0])[:n]`,
-
-    since each `cos` (`sin`) of the definition is the real part of `e^{-i theta}`
-    (`i e^{-i theta}`) and `theta` splits into `2 pi k m / M` and terms in `k` or
-    `m` alone. `F_M` is [`dft`][structlin.dft]`(M, factors=factors)` computed in real
-    arithmetic (complex numbers as `(re, im)` pairs, so each middle block is the
-    `2 x 2` real form of a complex one), with `diag(a)` folded into the first
-    factor, `diag(b)` and the real part into the last: a real
-    [`GeneralizedMonarch`][structlin.GeneralizedMonarch] of `p` block factors
-    (`p = len(factors)`, default 2) that zero-pads `x` from `n` to `M` entries and keeps
-    the first `n` outputs (`shape = (n, n)`).
-
-    Cost about `8 M (n_1 + ... + n_p)` real multiply-adds per vector for
-    `M = n_1 ... n_p` (four times a complex DFT's count of `M (n_1 + ... + n_p)`
-    multiplications, less at the real ends), twice that in stored entries; the
-    default split of `M` is balanced (`O(n^{1.5})`). `M = 2n` always has the factor 2,
-    but for a prime `n` the best split of `2n` is `(2, n)`: exact, at the cost of a
-    dense matrix (`O(n^2)`), the dense-cost fallback; choose a length with small
-    factors for speed.
-
-    The transpose is structured (a `GeneralizedMonarch` again); the inverse is
-    [`idst`][structlin.idst], an operator of the same form (`A.inv()` of this
-    padded operator is a lazy inverse that factorises the dense matrix).
+    Every type SciPy offers (1, 2, 3 and 4) is covered, by the construction of
+    [`dct`][structlin.dct] (which describes it and its cost): the real part of a DFT of
+    length `M` (`2 (n + 1)` for the type-1 DST, `2n` otherwise) between two diagonal
+    matrices, a real [`GeneralizedMonarch`][structlin.GeneralizedMonarch] of `p` block
+    factors, `O(n^{1.5})` with the default balanced split and dense-cost for a prime `n`.
+    The transpose is structured; the inverse is [`idst`][structlin.idst].
 
     Args:
         n: Transform size (`n >= 2` for the type-1 DCT).

@@ -60,7 +60,7 @@ def coord_check(
         widths: At least two widths.
         data: A sequence of `(inputs, targets)` batches, or one batch.
         steps: Optimizer steps per width.
-        lr: The learning rate (at the base width, under μP).
+        lr: The learning rate (tuned at width `base_fan_in`, under μP).
         optimizer: `"adam"` or `"sgd"`.
         parametrization: `"mup"` or `"sp"` (one learning rate for every leaf).
         base_fan_in: The width `lr` is tuned at under μP (default: the smallest).

@@ -113,7 +113,6 @@ def param_groups(
     weight_decay: float = 0.0,
     *,
     base_fan_in: int | None = None,
-    base: nn.Module | None = None,
     optimizer: Optimizer = "adam",
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups with the μP learning rates of a whole model.
