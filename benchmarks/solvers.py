@@ -17,11 +17,17 @@ PyTorch, float64, one right-hand side.
   checked against the dense solve where it fits.
 - `logdet(K + D)` by `sl.SLQ` (30 Lanczos steps, 10/30/100 probes): time, and the error
   against the dense value in the table.
+
+On a CPU, PyTorch runs on one thread here, as in `dispatch`: on a shared machine, worker
+threads waiting for each other made the iterative solvers' many small products up to 100
+times slower; the dense factorisations lose up to 2x against two threads, so the ratios to
+dense are those of one core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import harness
 import torch
@@ -56,7 +62,23 @@ def _check(x: torch.Tensor, expected: torch.Tensor | None, tol: float, what: str
         assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
+@contextlib.contextmanager
+def _one_torch_thread(device: str) -> Iterator[None]:
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(settings: harness.Settings) -> list[harness.Record]:
+    with _one_torch_thread(settings.device):
+        return _run(settings)
+
+
+def _run(settings: harness.Settings) -> list[harness.Record]:
     sizes = [4, 8] if settings.quick else [16, 32]
     rows: list[harness.Record] = []
     cola = _cola()
