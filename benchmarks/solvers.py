@@ -21,7 +21,8 @@ PyTorch, float64, one right-hand side.
 On a CPU, PyTorch runs on one thread here, as in `dispatch`: on a shared machine, worker
 threads waiting for each other made the iterative solvers' many small products up to 100
 times slower; the dense factorisations lose up to 2x against two threads, so the ratios to
-dense are those of one core.
+dense are those of one core. The recorded run (2026-12-03) shared the machine with a test run
+that kept both cores busy.
 """
 
 from __future__ import annotations
