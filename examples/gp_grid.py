@@ -237,7 +237,7 @@ def timings(sizes: list[int], dense_budget: float, repeat: int) -> dict[str, dic
     rng = np.random.default_rng(2)
     print(
         "\nseconds per evaluation of the likelihood and its gradient (best of "
-        f"{repeat}; 2 CPU cores when run as documented)"
+        f"{repeat}; {torch.get_num_threads()} PyTorch thread(s))"
     )
     print(
         f"  {'n':>7s} {'structured':>12s} {'dense':>12s} {'ratio':>8s}"
