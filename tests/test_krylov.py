@@ -167,6 +167,12 @@ def test_auto_picks_cg_minres_gmres_and_slq_for_large_operators() -> None:
     assert sl.explain(sl.slogdet, cases["cg"], alg=auto).path == "slq"
     assert sl.explain(sl.slogdet, cases["cg"]).path == "cholesky"
     assert sl.explain(sl.slogdet, cases["gmres"], alg=auto).path == "lu"  # no estimate: dense
+    # A dense matrix that is not PSD keeps LU: products cost as much as the matrix holds.
+    dense = np.eye(120) + 0.01
+    assert sl.explain(sl.solve, sl.Dense(dense), x[:120], alg=auto).path == "lu"
+    assert sl.explain(sl.solve, sl.Symmetric(dense), x[:120], alg=auto).path == "lu"
+    assert sl.explain(sl.inv, sl.Dense(dense), alg=auto).path == "dense"
+    assert sl.explain(sl.solve, sl.PSD(dense), x[:120], alg=auto).path == "cg"
     # The default reaches them above n = 4096 (explained here, not run densely).
     big = sl.Kron(sl.PSD(a), sl.PSD(a), sl.PSD(a), sl.PSD(a[:2, :2]), sl.PSD(a[:5, :5]))
     big = big + sl.PSD(sl.Diagonal(np.ones(big.shape[0])))  # n = 5120

@@ -749,7 +749,9 @@ class Auto(Algorithm):
     4. `n > dense_limit`: [`CG`][structlin.CG] for an operator known to be PSD,
        [`MINRES`][structlin.MINRES] for one known to be symmetric
        ([`is_symmetric`][structlin.is_symmetric]), [`GMRES`][structlin.GMRES] otherwise,
-       with `tol`, `max_iters` (and GMRES's `restart`).
+       with `tol`, `max_iters` (and GMRES's `restart`); but a [`Dense`][structlin.Dense]
+       operator (annotated or not) that is not PSD keeps dense LU: its products cost as much
+       as its matrix holds, and MINRES or GMRES may stall where LU does not.
 
     `inv` follows the same order (above `dense_limit`, a lazy inverse that runs the
     iterative method on each application). `slogdet` takes the structured and shifted
@@ -772,7 +774,8 @@ class Auto(Algorithm):
         'cholesky'
         >>> sl.explain(sl.solve, A, np.ones(3), alg=sl.Auto(dense_limit=2)).path
         'cg'
-        >>> sl.explain(sl.solve, sl.Dense(np.eye(3)), np.ones(3), alg=sl.Auto(dense_limit=2)).path
+        >>> N = sl.Kron(np.eye(3), np.array([[2.0, 1.0], [0.0, 1.0]])) + sl.Diagonal(np.ones(6))
+        >>> sl.explain(sl.solve, N, np.ones(6), alg=sl.Auto(dense_limit=2)).path
         'gmres'
     """
 
@@ -784,11 +787,19 @@ class Auto(Algorithm):
     def _path(self, operation: str, A: LinearOperator) -> str:
         return rules.exact_path(A, operation)
 
-    def _iterative(self, A: LinearOperator, operation: str) -> tuple[_Iterative, str]:
-        """The iterative method for a large `A` without a structured `operation`, and why."""
+    def _iterative(self, A: LinearOperator, operation: str) -> tuple[_Iterative | None, str]:
+        """The iterative method for a large `A` without a structured `operation`, and why;
+        `None` for a dense matrix that is not PSD, which is factorised instead."""
         large = f"has no structured {operation} and n > dense_limit = {self.dense_limit}"
         if rules.is_psd(A):
             return CG(tol=self.tol, max_iters=self.max_iters), f"{_describe(A)} is PSD, {large}"
+        if _is_dense_matrix(A):
+            why = (
+                f"{_describe(A)} is a dense matrix that is not known to be PSD: each product "
+                "costs as much as the matrix holds, and MINRES or GMRES may stall where LU "
+                "does not (force them with alg=sl.MINRES() or sl.GMRES())"
+            )
+            return None, why
         if rules.is_symmetric(A):
             why = f"{_describe(A)} is symmetric (not known to be PSD), {large}"
             return MINRES(tol=self.tol, max_iters=self.max_iters), why
@@ -807,9 +818,11 @@ class Auto(Algorithm):
             return Plan("solve", path, self, why, _structured_cost(A), rules.solve)
         if path == "shifted":
             return Plan("solve", path, self, _shift_reason(A), _eigh_cost(A), rules.solve)
-        if n > self.dense_limit:
-            alg, why = self._iterative(A, "solve")
+        alg, why = self._iterative(A, "solve") if n > self.dense_limit else (None, "")
+        if alg is not None:
             return Plan("solve", alg._name, self, why, alg._plan_solve(A, B).cost, alg.solve)
+        if why:
+            return Plan("solve", "lu", self, why, LU()._plan_solve(A, B).cost, rules.solve)
         if rules.is_psd(A):
             why = f"{_describe(A)} is PSD, has no structured solve and n <= dense_limit = {self.dense_limit}"
             cost = Cholesky()._plan_solve(A, B).cost
@@ -828,8 +841,8 @@ class Auto(Algorithm):
             return Plan("inv", path, self, why, _structured_cost(A), rules.inv)
         if path == "shifted":
             return Plan("inv", path, self, _shift_reason(A), _eigh_cost(A), rules.inv)
-        if n > self.dense_limit:
-            alg, why = self._iterative(A, "inverse")
+        alg, why = self._iterative(A, "inverse") if n > self.dense_limit else (None, "")
+        if alg is not None:
             plan = alg._plan_inv(A, B)
             return Plan("inv", alg._name, self, why, plan.cost, plan.run)
         why = f"{_describe(A)} has no structured inverse: a lazy Inverse solving densely"
@@ -887,6 +900,15 @@ class Auto(Algorithm):
             return Plan(operation, "dense", self, why, cost, run)
         why = f"{type(A).__name__} has a structured {operation} rule"
         return Plan(operation, "structured", self, why, _structured_cost(A), run)
+
+
+def _is_dense_matrix(A: LinearOperator) -> bool:
+    """Whether `A` is a `Dense`, annotated or not."""
+    from structlin.expressions.annotations import Symmetric
+
+    while isinstance(A, (PSD, Symmetric)):
+        A = A.op
+    return isinstance(A, Dense)
 
 
 def _structured_cost(A: LinearOperator) -> str:
