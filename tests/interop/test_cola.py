@@ -93,6 +93,10 @@ def operators(backend: str, dtype: str) -> dict[str, sl.LinearOperator]:
         "PSD": sl.PSD(sl.Diagonal(arr(np.ones(4)))),
         "Symmetric": sl.Symmetric(sl.Diagonal(a(4))),
         "Spectral": sl.Spectral(sl.Identity(3, **like), arr(np.arange(1.0, 4.0))),
+        # Operators through Monarch DFTs travel as structlin operators too.
+        "Circulant": sl.circulant(a(4)),
+        "Toeplitz": sl.toeplitz(a(3), a(4)),
+        "Convolution": sl.convolution(a(3), 5, mode="same"),
     }
 
 

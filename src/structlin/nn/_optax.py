@@ -150,7 +150,8 @@ def mup_lr_multipliers(
 
     def _vector_factor(node: Any) -> float:
         """A bias or norm gain outside structlin's layers: μP's vector factor (SGD)."""
-        shape = np.shape(getattr(node, "value", node))
+        get_value = getattr(node, "get_value", None)  # an nnx variable's array (newer flax)
+        shape = np.shape(get_value() if callable(get_value) else getattr(node, "value", node))
         if base_fan_in is None or len(shape) > 1:
             return 1.0
         return _width.vector(int(np.prod(shape)), base_fan_in, optimizer)
