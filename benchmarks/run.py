@@ -38,6 +38,7 @@ BENCHMARKS = (
     "adapters",
     "sharding",
     "mixer",
+    "solvers",
 )
 
 

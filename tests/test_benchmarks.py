@@ -32,7 +32,7 @@ def test_quick_run_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     results = json.loads(json_path.read_text())
     assert results["machine"]["quick"] is True
     benchmarks = {r["benchmark"] for r in results["records"]}
-    expected = {"matmat", "algebra", "projection", "dispatch", "layers", "adapters"}
+    expected = {"matmat", "algebra", "projection", "dispatch", "layers", "adapters", "solvers"}
     optional = {"cola": "cola_monarch", "jax": "sharding"}
     expected |= {name for module, name in optional.items() if importlib.util.find_spec(module)}
     assert expected <= benchmarks

@@ -481,8 +481,11 @@ def test_huge_dense_matrices_are_refused_before_allocating() -> None:
         "Identity(dtype)": lambda: sl.to_dense(sl.Identity(huge, np.float32)),
         "Diagonal": lambda: big.to_dense(),
         "Kron": lambda: sl.Kron(big, big).to_dense(),
+        # (Without alg=, a solve this large runs GMRES: no dense matrix.)
         "Sum.solve": lambda: sl.solve(
-            big + sl.Dense(np.ones((2**20, 1))) @ sl.Dense(np.ones((1, 2**20))), np.ones(2**20)
+            big + sl.Dense(np.ones((2**20, 1))) @ sl.Dense(np.ones((1, 2**20))),
+            np.ones(2**20),
+            alg=sl.LU(),
         ),
         "diag fallback": lambda: sl.diag(
             sl.Dense(np.ones((2**20, 1))) @ sl.Dense(np.ones((1, 2**20)))

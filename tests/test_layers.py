@@ -32,6 +32,7 @@ LAYERS = {
         "structlin.rules",
         "structlin._protocol",
         "structlin._convert",
+        "structlin._krylov",
         "structlin.expressions",
         "structlin.structure",
         "structlin.algorithms",

@@ -4,12 +4,14 @@ Each of those functions takes `alg=`, an algorithm object. The default,
 [`Auto`][structlin.Auto], takes the exact structured rule where one exists (a Kron's
 factor by factor inverse, `B + c I` through `B`'s eigendecomposition), then a dense
 factorisation (Cholesky for an operator known to be PSD, LU otherwise) while `n` is
-small, then conjugate gradients for a large PSD operator. The others force one method:
-[`LU`][structlin.LU], [`Cholesky`][structlin.Cholesky] (dense), [`CG`][structlin.CG]
-(iterative, differentiable by implicit differentiation), [`Lanczos`][structlin.Lanczos]
-(a few extreme eigenpairs), [`Hutchinson`][structlin.Hutchinson] (stochastic trace and
-diagonal). [`explain`][structlin.explain] says which path a call takes and what it costs,
-without running it.
+small, then an iterative method for a large operator (CG, MINRES or GMRES; SLQ for the
+log-determinant of a PSD one). The others force one method: [`LU`][structlin.LU],
+[`Cholesky`][structlin.Cholesky] (dense), [`CG`][structlin.CG], [`MINRES`][structlin.MINRES]
+and [`GMRES`][structlin.GMRES] (iterative, differentiable by implicit differentiation),
+[`Lanczos`][structlin.Lanczos] (a few extreme eigenpairs), [`Hutchinson`][structlin.Hutchinson]
+(stochastic trace and diagonal), [`SLQ`][structlin.SLQ] (stochastic log-determinant).
+[`explain`][structlin.explain] says which path a call takes and what it costs, without
+running it.
 
 An algorithm is a small immutable object whose methods (`solve`, `inv`, `slogdet`,
 `eigh`, `trace`, `diag`) do the work, as lineax's solvers are; a method an algorithm
@@ -34,13 +36,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from structlin import _checks, pytree, rules
+from structlin import _checks, _krylov, pytree, rules
 from structlin._checks import dense_backend
 from structlin._dispatch import is_dense_method
+from structlin._krylov import SolveInfo
 from structlin.backends import Array, Backend, backend_of, is_array
 from structlin.errors import ConvergenceError, ConvergenceWarning
 from structlin.expressions.annotations import PSD
@@ -50,15 +53,20 @@ from structlin.operator import LinearOperator
 
 __all__ = [
     "CG",
+    "GMRES",
     "LU",
+    "MINRES",
+    "SLQ",
     "Algorithm",
     "Auto",
-    "CGInfo",
     "Cholesky",
     "Hutchinson",
     "Lanczos",
     "Plan",
+    "SolveInfo",
     "cg",
+    "gmres",
+    "minres",
     "plan",
 ]
 
@@ -75,7 +83,7 @@ class Plan:
         path: `"structured"` (a rule of the operator's structure), `"shifted"` (`B + c I`
             through `B`'s eigendecomposition), `"cholesky"`, `"lu"`, `"dense"` (another
             dense computation: a dense eigendecomposition or diagonal), `"cg"`,
-            `"lanczos"` or `"hutchinson"`.
+            `"gmres"`, `"minres"`, `"lanczos"`, `"hutchinson"` or `"slq"`.
         algorithm: The algorithm object that runs it.
         reason: Why this path (for `Auto`: the rule that decided).
         cost: The cost, in words and, for the dense paths, in flops.
@@ -155,9 +163,9 @@ class Algorithm:
         method = getattr(self, f"_plan_{operation}", None)
         if method is None:
             others = {
-                "solve": "sl.LU(), sl.Cholesky() or sl.CG()",
-                "inv": "sl.LU(), sl.Cholesky() or sl.CG()",
-                "slogdet": "sl.LU() or sl.Cholesky()",
+                "solve": "sl.LU(), sl.Cholesky(), sl.CG(), sl.MINRES() or sl.GMRES()",
+                "inv": "sl.LU(), sl.Cholesky(), sl.CG(), sl.MINRES() or sl.GMRES()",
+                "slogdet": "sl.LU(), sl.Cholesky() or sl.SLQ()",
                 "eigh": "sl.Lanczos()",
                 "trace": "sl.Hutchinson()",
                 "diag": "sl.Hutchinson()",
@@ -257,8 +265,49 @@ def _cholesky_slogdet(A: LinearOperator) -> tuple[Array, Array]:
     return backend.zeros((), logabsdet.dtype, device) + 1, logabsdet
 
 
+class _Iterative(Algorithm):
+    """What CG, GMRES and MINRES share: `solve` and `inv` (a lazy inverse) from their
+    function (`cg`, `gmres`, `minres`), the plan, and the convergence check."""
+
+    _name = ""
+    _hint = ""
+
+    def _check_fields(self) -> None:
+        name = type(self).__name__
+        if self.on_failure not in ("warn", "raise", "ignore"):
+            raise ValueError(
+                f"{name}: on_failure must be 'warn', 'raise' or 'ignore', got {self.on_failure!r}"
+            )
+        if self.max_iters is not None:
+            _checks.size(self.max_iters, f"{name} max_iters", minimum=0)
+
+    def _iteration_cost(self, A: LinearOperator, B: Array | None) -> str:
+        return f"one product with {_describe(A)} on {_columns(B)} column(s) and O(n k)"
+
+    def _plan_solve(self, A: LinearOperator, B: Array | None) -> Plan:
+        iters = self.max_iters if self.max_iters is not None else 10 * A.shape[0]
+        cost = f"at most {iters} iterations, each {self._iteration_cost(A, B)}"
+        name = type(self).__name__
+        return Plan("solve", self._name, self, f"alg={name}()", cost, self.solve)
+
+    def _plan_inv(self, A: LinearOperator, B: Array | None) -> Plan:
+        name = type(self).__name__
+        cost = f"O(1) to build; each application runs {name} (see solve)"
+        return Plan("inv", self._name, self, f"alg={name}()", cost, lambda A: Inverse(A, alg=self))
+
+    def _run(self, A: LinearOperator, B: Array) -> tuple[Array, SolveInfo]:
+        raise NotImplementedError
+
+    def solve(self, A: LinearOperator, B: Array) -> Array:
+        """`A^{-1} B` for a 2-D `B`, warning or raising as `on_failure` says."""
+        X, info = self._run(A, B)
+        if self.on_failure != "ignore":
+            _check_convergence(info, self)
+        return X
+
+
 @dataclass(frozen=True)
-class CG(Algorithm):
+class CG(_Iterative):
     """Conjugate gradients, for Hermitian positive definite operators: only products `A @ V`.
 
     Batched over the columns of the right-hand side (each column stops when its own
@@ -277,7 +326,8 @@ class CG(Algorithm):
     values can be read. [`cg`][structlin.cg] returns the convergence record.
 
     For `solve` and `inv` (a lazy [`Inverse`][structlin.Inverse] that runs CG on each
-    application).
+    application). For a symmetric indefinite operator use [`MINRES`][structlin.MINRES],
+    for a non-symmetric one [`GMRES`][structlin.GMRES].
 
     Args:
         tol: Relative tolerance; `None` for `1e-8` in double precision, `1e-5` in single.
@@ -300,29 +350,17 @@ class CG(Algorithm):
     preconditioner: Any = None
     on_failure: str = "warn"
 
+    _name = "cg"
+    _hint = (
+        "precondition (CG(preconditioner='jacobi')). Is the operator positive definite? "
+        "(MINRES solves symmetric indefinite systems, GMRES any)"
+    )
+
     def __post_init__(self) -> None:
-        if self.on_failure not in ("warn", "raise", "ignore"):
-            raise ValueError(
-                f"CG: on_failure must be 'warn', 'raise' or 'ignore', got {self.on_failure!r}"
-            )
-        if self.max_iters is not None:
-            _checks.size(self.max_iters, "CG max_iters", minimum=0)
+        self._check_fields()
 
-    def _plan_solve(self, A: LinearOperator, B: Array | None) -> Plan:
-        iters = self.max_iters if self.max_iters is not None else 10 * A.shape[0]
-        cost = (
-            f"at most {iters} iterations, each one product with {_describe(A)} on "
-            f"{_columns(B)} column(s) and O(n k)"
-        )
-        return Plan("solve", "cg", self, "alg=CG()", cost, self.solve)
-
-    def _plan_inv(self, A: LinearOperator, B: Array | None) -> Plan:
-        cost = "O(1) to build; each application runs CG (see solve)"
-        return Plan("inv", "cg", self, "alg=CG()", cost, lambda A: Inverse(A, alg=self))
-
-    def solve(self, A: LinearOperator, B: Array) -> Array:
-        """`A^{-1} B` for a 2-D `B`, warning or raising as `on_failure` says."""
-        X, info = cg(
+    def _run(self, A: LinearOperator, B: Array) -> tuple[Array, SolveInfo]:
+        return cg(
             A,
             B,
             tol=self.tol,
@@ -330,12 +368,146 @@ class CG(Algorithm):
             max_iters=self.max_iters,
             preconditioner=self.preconditioner,
         )
-        if self.on_failure != "ignore":
-            _check_convergence(info, self)
-        return X
 
 
-def _check_convergence(info: CGInfo, alg: CG) -> None:
+@dataclass(frozen=True)
+class GMRES(_Iterative):
+    """Restarted GMRES, for any nonsingular square operator: only products `A @ V`.
+
+    Each cycle builds an orthonormal basis of the Krylov space of `A M` (`M` the right
+    preconditioner) by the Arnoldi process, `restart` vectors at most, and takes the `x`
+    of least residual in it; then it restarts from the true residual. Batched over the
+    columns of the right-hand side (each column stops growing its basis when its own
+    residual is small enough), preconditioned on the right (so the residual it measures is
+    the true one), differentiable with respect to the right-hand side and the operator's
+    arrays by implicit differentiation (the backward pass is one more GMRES solve, with
+    `A^H`), and runs under `jax.jit`, as [`CG`][structlin.CG] does.
+
+    Each Arnoldi step costs one product with `A` and `O(n k restart)` (two passes of
+    Gram-Schmidt against the basis), and it keeps `restart + 1` vectors per column:
+    `O(n k restart)` memory. Without restarting (`restart >= n`) it converges in at most
+    `n` steps in exact arithmetic; a small `restart` saves memory and may stall, on
+    strongly non-normal operators especially.
+
+    Stops when every column has `||A x - b|| <= max(tol ||b||, atol)` (the true residual,
+    computed at each restart) or after `max_iters` Arnoldi steps, then warns or raises as
+    `on_failure` says. [`gmres`][structlin.gmres] returns the convergence record.
+
+    For `solve` and `inv` (a lazy [`Inverse`][structlin.Inverse] that runs GMRES on each
+    application). `Auto` picks it for an operator larger than its `dense_limit` with no
+    structured solve that is not known to be symmetric.
+
+    Args:
+        tol: Relative tolerance; `None` for `1e-8` in double precision, `1e-5` in single.
+        atol: Absolute tolerance.
+        max_iters: At most this many Arnoldi steps; `None` for `10 n`.
+        restart: The Krylov dimension of a cycle (at most `n`).
+        preconditioner: An operator `M ~ A^{-1}` (applied on the right), a callable
+            `V -> M V`, `"jacobi"` for `diag(A)^{-1}`, or `None`.
+        on_failure: `"warn"`, `"raise"` or `"ignore"` when the tolerance is not reached.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Dense(np.array([[2.0, 1.0], [0.0, 3.0]]))  # not symmetric
+        >>> x = sl.solve(A, np.array([3.0, 3.0]), alg=sl.GMRES(tol=1e-12))
+        >>> bool(np.allclose(x, [1.0, 1.0]))
+        True
+    """
+
+    tol: float | None = None
+    atol: float = 0.0
+    max_iters: int | None = None
+    restart: int = 20
+    preconditioner: Any = None
+    on_failure: str = "warn"
+
+    _name = "gmres"
+    _hint = "raise restart, or precondition (GMRES(preconditioner='jacobi'))"
+
+    def __post_init__(self) -> None:
+        self._check_fields()
+        _checks.size(self.restart, "GMRES restart")
+
+    def _iteration_cost(self, A: LinearOperator, B: Array | None) -> str:
+        m = min(self.restart, A.shape[0])
+        return (
+            f"one product with {_describe(A)} on {_columns(B)} column(s) and O(n k m) with "
+            f"m = restart = {m}; O(n k m) memory for the basis"
+        )
+
+    def _run(self, A: LinearOperator, B: Array) -> tuple[Array, SolveInfo]:
+        return gmres(
+            A,
+            B,
+            tol=self.tol,
+            atol=self.atol,
+            max_iters=self.max_iters,
+            restart=self.restart,
+            preconditioner=self.preconditioner,
+        )
+
+
+@dataclass(frozen=True)
+class MINRES(_Iterative):
+    """MINRES (Paige and Saunders), for Hermitian operators, indefinite ones included: only
+    products `A @ V`.
+
+    The Lanczos process with a QR factorisation of its tridiagonal matrix gives, at step
+    `j`, the `x` of least residual in the Krylov space, with a three-term recurrence: like
+    [`CG`][structlin.CG], `O(n k)` memory and one product with `A` per iteration, but it
+    needs only symmetry, not definiteness (CG may break down on an indefinite operator).
+    Batched, preconditioned, differentiable by implicit differentiation and `jax.jit`-able
+    as CG is.
+
+    Stops when every column's recursive residual estimate is at most
+    `max(tol ||b||, atol)` (in the norm of the preconditioner `M` where there is one:
+    `||r||_M` with `||b||_M`) or after `max_iters` iterations, then warns or raises as
+    `on_failure` says. [`minres`][structlin.minres] returns the convergence record.
+
+    For `solve` and `inv`. `Auto` picks it for an operator larger than its `dense_limit`
+    with no structured solve that is known to be symmetric ([`is_symmetric`][structlin.is_symmetric])
+    but not PSD.
+
+    Args:
+        tol: Relative tolerance; `None` for `1e-8` in double precision, `1e-5` in single.
+        atol: Absolute tolerance.
+        max_iters: At most this many iterations; `None` for `10 n`.
+        preconditioner: An operator `M ~ |A|^{-1}` that is Hermitian positive definite, a
+            callable `V -> M V`, `"jacobi"` for `diag(A)^{-1}` (only where that is
+            positive), or `None`.
+        on_failure: `"warn"`, `"raise"` or `"ignore"` when the tolerance is not reached.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Symmetric(sl.Diagonal(np.array([-2.0, 1.0, 4.0])))  # indefinite
+        >>> sl.solve(A, np.ones(3), alg=sl.MINRES(tol=1e-12))
+        array([-0.5 ,  1.  ,  0.25])
+    """
+
+    tol: float | None = None
+    atol: float = 0.0
+    max_iters: int | None = None
+    preconditioner: Any = None
+    on_failure: str = "warn"
+
+    _name = "minres"
+    _hint = "precondition (a positive definite M). Is the operator symmetric? (GMRES is not restricted to symmetric operators)"
+
+    def __post_init__(self) -> None:
+        self._check_fields()
+
+    def _run(self, A: LinearOperator, B: Array) -> tuple[Array, SolveInfo]:
+        return minres(
+            A,
+            B,
+            tol=self.tol,
+            atol=self.atol,
+            max_iters=self.max_iters,
+            preconditioner=self.preconditioner,
+        )
+
+
+def _check_convergence(info: SolveInfo, alg: _Iterative) -> None:
     backend = backend_of(info.residual)
     if not backend.is_concrete(info.residual):
         return
@@ -344,10 +516,10 @@ def _check_convergence(info: CGInfo, alg: CG) -> None:
         return
     residual = float(np.max(backend.to_numpy(info.residual)))
     message = (
-        f"CG did not converge: {int(backend.to_numpy(info.iterations))} iterations, relative "
-        f"residual {residual:.3g} in {int((~converged).sum())} of {converged.size} column(s) "
-        f"above the tolerance {float(backend.to_numpy(info.tol)):.3g}; raise max_iters, loosen "
-        "tol, or precondition (CG(preconditioner='jacobi')). Is the operator positive definite?"
+        f"{type(alg).__name__} did not converge: {int(backend.to_numpy(info.iterations))} "
+        f"iterations, relative residual {residual:.3g} in {int((~converged).sum())} of "
+        f"{converged.size} column(s) above the tolerance {float(backend.to_numpy(info.tol)):.3g}; "
+        f"raise max_iters, loosen tol, or {alg._hint}"
     )
     if alg.on_failure == "raise":
         raise ConvergenceError(message)
@@ -450,10 +622,7 @@ class Hutchinson(Algorithm):
     seed: int = 0
 
     def _probes(self, A: LinearOperator) -> Array:
-        backend, dtype, device = dense_backend(A)
-        s = _checks.size(self.samples, "Hutchinson samples")
-        z = np.random.default_rng(self.seed).choice([-1.0, 1.0], size=(A.shape[1], s))
-        return backend.asarray(z, dtype=dtype, device=device)
+        return _rademacher(A, self.samples, self.seed, "Hutchinson")
 
     def _cost(self, A: LinearOperator) -> str:
         return f"one product with {_describe(A)} on {self.samples} columns; error ~ 1/sqrt({self.samples})"
@@ -475,10 +644,97 @@ class Hutchinson(Algorithm):
         return backend.sum(Z * rules.matmat(A, Z), axis=1) / Z.shape[1]
 
 
+def _rademacher(A: LinearOperator, samples: int, seed: int, what: str) -> Array:
+    backend, dtype, device = dense_backend(A)
+    s = _checks.size(samples, f"{what} samples")
+    z = np.random.default_rng(seed).choice([-1.0, 1.0], size=(A.shape[1], s))
+    return backend.asarray(z, dtype=dtype, device=device)
+
+
+@dataclass(frozen=True)
+class SLQ(Algorithm):
+    """Stochastic Lanczos quadrature: the log-determinant, and the trace of any function, of
+    a Hermitian positive definite operator, from products only.
+
+    `log det A = trace(log A)`, and for each of `s` Rademacher probes `z`,
+    `z^T log(A) z ~ n sum_j w_j log(t_j)`: `m` Lanczos steps from `z` give a tridiagonal
+    `T` whose eigenvalues `t_j` and squared first eigenvector components `w_j` are the
+    nodes and weights of a Gauss quadrature (Ubaru, Chen and Saad, 2017). The estimate is
+    the mean over the probes: its standard error falls as `1/sqrt(s)` (the quadrature
+    error falls fast in `m`, geometrically in `sqrt(cond(A))`; 30 steps reach double
+    precision for well-conditioned operators). All probes run at once: `m` products with
+    `A` on `s` columns and `O(n s)` memory (no reorthogonalisation). The probes come from
+    NumPy's generator with `seed`, so a call is deterministic; it runs under `jax.jit` and
+    gradients flow through the iterations (unrolled; stochastic like the value).
+
+    For `slogdet` (the sign is 1: `A` is taken to be positive definite, not checked) and,
+    by [`trace_function`][structlin.SLQ.trace_function], `trace(f(A))`. `Auto` picks it
+    for the log-determinant of a PSD operator larger than its `dense_limit` with no
+    structured rule.
+
+    Args:
+        samples: The number of probes `s`.
+        steps: The number of Lanczos steps `m` per probe (at most `n`).
+        seed: Seed of the probes (NumPy's generator).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.PSD(sl.Diagonal(np.linspace(1.0, 10.0, 400)))
+        >>> exact = float(np.sum(np.log(np.linspace(1.0, 10.0, 400))))
+        >>> estimate = float(sl.logdet(A, alg=sl.SLQ(samples=10)))
+        >>> abs(estimate - exact) / exact < 1e-12  # a diagonal: each probe is exact
+        True
+    """
+
+    samples: int = 30
+    steps: int = 30
+    seed: int = 0
+
+    def _plan_slogdet(self, A: LinearOperator, B: Array | None) -> Plan:
+        return Plan("slogdet", "slq", self, "alg=SLQ()", self._cost(A), self.slogdet)
+
+    def _cost(self, A: LinearOperator) -> str:
+        m = min(self.steps, A.shape[0])
+        return (
+            f"{m} products with {_describe(A)} on {self.samples} columns, O(n s) memory and "
+            f"{self.samples} eigendecompositions of {m} x {m}; standard error ~ 1/sqrt({self.samples})"
+        )
+
+    def quadrature(self, A: LinearOperator) -> tuple[Array, Array]:
+        """The nodes and weights of every probe's rule, each of shape `(samples, m)`:
+        `trace(f(A)) ~ sum(weights * f(nodes)) / samples`."""
+        Z = _rademacher(A, self.samples, self.seed, "SLQ")
+        backend = backend_of(Z)
+        steps = _checks.size(self.steps, "SLQ steps")
+        eps = 1e-6 if _single(backend, Z.dtype) else 1e-14
+        return _krylov.lanczos_quadrature(lambda V: rules.matmat(A, V), Z, steps, eps)
+
+    def trace_function(self, f: Callable[[Array], Array], A: LinearOperator) -> Array:
+        """`trace(f(A))` for a Hermitian `A` and a function `f` of its (real) eigenvalues,
+        applied elementwise to arrays of the operator's backend (e.g. `torch.exp`).
+
+        Examples:
+            >>> import numpy as np, structlin as sl
+            >>> A = sl.Diagonal(np.linspace(1.0, 2.0, 50))
+            >>> t = sl.SLQ(samples=4).trace_function(np.sqrt, A)
+            >>> bool(np.isclose(t, np.sqrt(np.linspace(1.0, 2.0, 50)).sum()))
+            True
+        """
+        nodes, weights = self.quadrature(A)
+        backend = backend_of(nodes)
+        return backend.sum(weights * f(nodes)) / nodes.shape[0]
+
+    def slogdet(self, A: LinearOperator) -> tuple[Array, Array]:
+        nodes, weights = self.quadrature(A)
+        backend = backend_of(nodes)
+        logabsdet = backend.sum(weights * backend.log(nodes)) / nodes.shape[0]
+        return 0 * logabsdet + 1, logabsdet
+
+
 @dataclass(frozen=True)
 class Auto(Algorithm):
     """The default: the exact structured rule where one exists, then a dense factorisation
-    while `n` is small, then conjugate gradients for a large PSD operator.
+    while `n` is small, then an iterative method for a large operator.
 
     For `solve`, in order:
 
@@ -487,20 +743,29 @@ class Auto(Algorithm):
     2. `B + c I` with `B` symmetric (annotated, or a Kron of symmetric factors) with a
        structured eigendecomposition: `Q diag(1 / (w + c)) Q^H`, exact, at the cost of
        `eigh(B)` (`O(sum n_i^3)` for a Kron) and two products with `Q`;
-    3. an operator known to be PSD ([`is_psd`][structlin.is_psd]) with `n <= dense_limit`:
-       dense Cholesky, `O(n^3 / 3)`; with `n > dense_limit`: [`CG`][structlin.CG] with
-       `tol` and `max_iters`;
-    4. otherwise dense LU, `O(2 n^3 / 3)`, as without `alg=`.
+    3. `n <= dense_limit`: dense Cholesky (`O(n^3 / 3)`) for an operator known to be PSD
+       ([`is_psd`][structlin.is_psd]), dense LU (`O(2 n^3 / 3)`) otherwise, as without
+       `alg=`;
+    4. `n > dense_limit`: [`CG`][structlin.CG] for an operator known to be PSD,
+       [`MINRES`][structlin.MINRES] for one known to be symmetric
+       ([`is_symmetric`][structlin.is_symmetric]), [`GMRES`][structlin.GMRES] otherwise,
+       with `tol`, `max_iters` (and GMRES's `restart`); but a [`Dense`][structlin.Dense]
+       operator (annotated or not) that is not PSD keeps dense LU: its products cost as much
+       as its matrix holds, and MINRES or GMRES may stall where LU does not.
 
-    `inv` and `slogdet` follow the same order (a large PSD `inv` is a lazy inverse that
-    runs CG; `slogdet` has no iterative path and stays dense); `eigh`, `trace` and `diag`
+    `inv` follows the same order (above `dense_limit`, a lazy inverse that runs the
+    iterative method on each application). `slogdet` takes the structured and shifted
+    rules, then dense Cholesky (PSD) or LU, but for a PSD operator above `dense_limit`
+    the stochastic estimate of [`SLQ`][structlin.SLQ] (with its defaults: 30 probes, 30
+    steps, seed 0), since it has no exact iterative method. `eigh`, `trace` and `diag`
     take the structured rule, else the dense computation. The choice reads types only,
     never values, so it is the same under `jax.jit`. [`explain`][structlin.explain] shows it.
 
     Args:
-        dense_limit: The largest `n` solved densely when an iterative method would apply.
-        tol: `CG`'s tolerance when it is chosen (`None`: its default).
-        max_iters: `CG`'s iteration limit when it is chosen.
+        dense_limit: The largest `n` computed densely when an iterative method would apply.
+        tol: The iterative method's tolerance when one is chosen (`None`: its default).
+        max_iters: Its iteration limit.
+        restart: GMRES's restart length when it is chosen.
 
     Examples:
         >>> import numpy as np, structlin as sl
@@ -509,14 +774,41 @@ class Auto(Algorithm):
         'cholesky'
         >>> sl.explain(sl.solve, A, np.ones(3), alg=sl.Auto(dense_limit=2)).path
         'cg'
+        >>> N = sl.Kron(np.eye(3), np.array([[2.0, 1.0], [0.0, 1.0]])) + sl.Diagonal(np.ones(6))
+        >>> sl.explain(sl.solve, N, np.ones(6), alg=sl.Auto(dense_limit=2)).path
+        'gmres'
     """
 
     dense_limit: int = 4096
     tol: float | None = None
     max_iters: int | None = None
+    restart: int = 20
 
     def _path(self, operation: str, A: LinearOperator) -> str:
         return rules.exact_path(A, operation)
+
+    def _iterative(self, A: LinearOperator, operation: str) -> tuple[_Iterative | None, str]:
+        """The iterative method for a large `A` without a structured `operation`, and why;
+        `None` for a dense matrix that is not PSD, which is factorised instead."""
+        large = f"has no structured {operation} and n > dense_limit = {self.dense_limit}"
+        if rules.is_psd(A):
+            return CG(tol=self.tol, max_iters=self.max_iters), f"{_describe(A)} is PSD, {large}"
+        if _is_dense_matrix(A):
+            why = (
+                f"{_describe(A)} is a dense matrix that is not known to be PSD: each product "
+                "costs as much as the matrix holds, and MINRES or GMRES may stall where LU "
+                "does not (force them with alg=sl.MINRES() or sl.GMRES())"
+            )
+            return None, why
+        if rules.is_symmetric(A):
+            why = f"{_describe(A)} is symmetric (not known to be PSD), {large}"
+            return MINRES(tol=self.tol, max_iters=self.max_iters), why
+        alg = GMRES(tol=self.tol, max_iters=self.max_iters, restart=self.restart)
+        why = (
+            f"{_describe(A)} is not known to be symmetric, {large} (annotate it with "
+            "sl.Symmetric or sl.PSD if it is: MINRES or CG)"
+        )
+        return alg, why
 
     def _plan_solve(self, A: LinearOperator, B: Array | None) -> Plan:
         path = self._path("solve", A)
@@ -526,12 +818,12 @@ class Auto(Algorithm):
             return Plan("solve", path, self, why, _structured_cost(A), rules.solve)
         if path == "shifted":
             return Plan("solve", path, self, _shift_reason(A), _eigh_cost(A), rules.solve)
+        alg, why = self._iterative(A, "solve") if n > self.dense_limit else (None, "")
+        if alg is not None:
+            return Plan("solve", alg._name, self, why, alg._plan_solve(A, B).cost, alg.solve)
+        if why:
+            return Plan("solve", "lu", self, why, LU()._plan_solve(A, B).cost, rules.solve)
         if rules.is_psd(A):
-            if n > self.dense_limit:
-                alg = CG(tol=self.tol, max_iters=self.max_iters)
-                plan = alg._plan_solve(A, B)
-                why = f"{_describe(A)} is PSD, has no structured solve and n > dense_limit = {self.dense_limit}"
-                return Plan("solve", "cg", self, why, plan.cost, alg.solve)
             why = f"{_describe(A)} is PSD, has no structured solve and n <= dense_limit = {self.dense_limit}"
             cost = Cholesky()._plan_solve(A, B).cost
             return Plan("solve", "cholesky", self, why, cost, rules.dense_solve)
@@ -549,10 +841,10 @@ class Auto(Algorithm):
             return Plan("inv", path, self, why, _structured_cost(A), rules.inv)
         if path == "shifted":
             return Plan("inv", path, self, _shift_reason(A), _eigh_cost(A), rules.inv)
-        if rules.is_psd(A) and n > self.dense_limit:
-            alg = CG(tol=self.tol, max_iters=self.max_iters)
-            why = f"{_describe(A)} is PSD, has no structured inverse and n > dense_limit = {self.dense_limit}"
-            return Plan("inv", "cg", self, why, alg._plan_inv(A, B).cost, alg._plan_inv(A, B).run)
+        alg, why = self._iterative(A, "inverse") if n > self.dense_limit else (None, "")
+        if alg is not None:
+            plan = alg._plan_inv(A, B)
+            return Plan("inv", alg._name, self, why, plan.cost, plan.run)
         why = f"{_describe(A)} has no structured inverse: a lazy Inverse solving densely"
         cost = "O(1) to build; each application a dense solve, O(n^3)"
         return Plan("inv", "dense", self, why, cost, rules.inv)
@@ -565,6 +857,14 @@ class Auto(Algorithm):
         if path == "shifted":
             return Plan("slogdet", path, self, _shift_reason(A), _eigh_cost(A), rules.slogdet)
         if rules.is_psd(A):
+            if A.shape[0] > self.dense_limit:
+                alg = SLQ()
+                why = (
+                    f"{_describe(A)} is PSD, has no structured log-determinant and n > "
+                    f"dense_limit = {self.dense_limit}: a stochastic estimate (force an exact "
+                    "one with alg=sl.Cholesky())"
+                )
+                return Plan("slogdet", "slq", self, why, alg._cost(A), alg.slogdet)
             why = f"{_describe(A)} is PSD and has no structured log-determinant"
             cost = Cholesky()._plan_slogdet(A, B).cost
             return Plan("slogdet", "cholesky", self, why, cost, rules.slogdet)
@@ -602,6 +902,15 @@ class Auto(Algorithm):
         return Plan(operation, "structured", self, why, _structured_cost(A), run)
 
 
+def _is_dense_matrix(A: LinearOperator) -> bool:
+    """Whether `A` is a `Dense`, annotated or not."""
+    from structlin.expressions.annotations import Symmetric
+
+    while isinstance(A, (PSD, Symmetric)):
+        A = A.op
+    return isinstance(A, Dense)
+
+
 def _structured_cost(A: LinearOperator) -> str:
     doc = (type(A).__doc__ or "").strip().splitlines()
     first = doc[0] if doc else type(A).__name__
@@ -624,7 +933,8 @@ def plan(operation: str, A: LinearOperator, alg: Algorithm | None, B: Array | No
     if not isinstance(alg, Algorithm):
         raise TypeError(
             f"alg must be an algorithm object such as sl.Auto(), sl.Cholesky(), sl.LU(), "
-            f"sl.CG(...), sl.Lanczos(...) or sl.Hutchinson(...), got {alg!r}"
+            f"sl.CG(...), sl.MINRES(...), sl.GMRES(...), sl.Lanczos(...), sl.Hutchinson(...) "
+            f"or sl.SLQ(...), got {alg!r}"
         )
     return alg.plan(operation, A, B)
 
@@ -632,46 +942,27 @@ def plan(operation: str, A: LinearOperator, alg: Algorithm | None, B: Array | No
 _AUTO = Auto()
 
 
-# -- conjugate gradients ------------------------------------------------------------------------
-
-
-class CGInfo(NamedTuple):
-    """The convergence record of [`cg`][structlin.cg] (arrays of the right-hand side's backend).
-
-    Attributes:
-        iterations: The iterations run (0-d integer array).
-        residual: `||A x - b|| / ||b||` per column, from the recursive residual (shape `(k,)`).
-        converged: Whether each column reached the tolerance (shape `(k,)`, boolean).
-        tol: The relative tolerance used (0-d array).
-
-    Examples:
-        >>> import numpy as np, structlin as sl
-        >>> _, info = sl.cg(sl.Diagonal(np.array([1.0, 4.0])), np.ones((2, 3)), tol=1e-10)
-        >>> int(info.iterations), info.residual.shape, bool(info.converged.all())
-        (2, (3,), True)
-    """
-
-    iterations: Array
-    residual: Array
-    converged: Array
-    tol: Array
+# -- iterative solves: the functions with their convergence record ------------------------------
 
 
 def _default_tol(backend: Backend, dtype: Any) -> float:
-    single = backend.result_type(dtype, backend.canonical_dtype("float32")) in (
+    return 1e-5 if _single(backend, dtype) else 1e-8
+
+
+def _single(backend: Backend, dtype: Any) -> bool:
+    return backend.result_type(dtype, backend.canonical_dtype("float32")) in (
         backend.canonical_dtype("float32"),
         backend.canonical_dtype("complex64"),
     )
-    return 1e-5 if single else 1e-8
 
 
-def _preconditioner(A: LinearOperator, M: Any) -> Callable[[Array], Array]:
+def _preconditioner(A: LinearOperator, M: Any, name: str) -> Callable[[Array], Array]:
     if M is None:
         return lambda R: R
     if isinstance(M, str):
         if M != "jacobi":
             raise ValueError(
-                f"CG: unknown preconditioner {M!r}; 'jacobi', an operator or a callable"
+                f"{name}: unknown preconditioner {M!r}; 'jacobi', an operator or a callable"
             )
         d = rules.diag(A)
         inverse = 1 / d
@@ -680,55 +971,60 @@ def _preconditioner(A: LinearOperator, M: Any) -> Callable[[Array], Array]:
         return lambda R: rules.matmat(M, R)
     if callable(M):
         return M
-    raise TypeError(f"CG: preconditioner must be an operator, a callable or 'jacobi', got {M!r}")
+    raise TypeError(
+        f"{name}: preconditioner must be an operator, a callable or 'jacobi', got {M!r}"
+    )
 
 
-def _cg_core(
-    matvec: Callable[[Array], Array],
+def _solve_iteratively(
+    name: str,
+    A: LinearOperator,
     B: Array,
-    precondition: Callable[[Array], Array],
-    tol: float,
+    core: Callable[..., tuple[Array, SolveInfo]],
+    tol: float | None,
     atol: float,
-    max_iters: int,
-) -> tuple[Array, CGInfo]:
-    """Preconditioned CG on the columns of `B`, written once over the backend operations."""
+    max_iters: int | None,
+    preconditioner: Any,
+    symmetric: bool,
+) -> tuple[Array, SolveInfo]:
+    """`core(matvec, B, precondition, tol, atol, max_iters)` on `A` and `B`, differentiated
+    implicitly with respect to `B` and `A`'s arrays (`Backend.implicit_solve`)."""
+    from structlin import functions
+
+    _checks.square(A, name)
+    B, A = functions._operand(A, B, f"{name}(A, b)", 0)
     backend = backend_of(B)
+    vector = len(B.shape) == 1
+    if vector:
+        B = backend.reshape(B, (-1, 1))
+    n = A.shape[0]
+    tol = _default_tol(backend, B.dtype) if tol is None else float(tol)
+    iters = 10 * n if max_iters is None else _checks.size(max_iters, f"{name} max_iters", minimum=0)
+    precondition = _preconditioner(A, preconditioner, name.upper())
 
-    def dot(U: Array, V: Array) -> Array:
-        return backend.sum(backend.conj(U) * V, axis=0)
+    leaves, treedef = pytree.tree_flatten(A)
+    where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
 
-    def norm(U: Array) -> Array:
-        return backend.sqrt(backend.real(dot(U, U)))
+    def rebuild(arrays: list[Array]) -> LinearOperator:
+        filled = list(leaves)
+        for i, x in zip(where, arrays, strict=True):
+            filled[i] = x
+        return pytree.tree_unflatten(treedef, filled)
 
-    bnorm = norm(B)
-    threshold = backend.where(tol * bnorm > atol, tol * bnorm, atol + 0 * bnorm)
-    Z = precondition(B)
-    zero = backend.asarray(0)
-    if backend.device(B) is not None:
-        zero = backend.to_device(zero, backend.device(B))
-    state = (zero, 0 * B, B, Z, dot(B, Z), bnorm)
+    def apply(arrays: list[Array], V: Array) -> Array:
+        return rules.matmat(rebuild(arrays), V)
 
-    def cond(state: tuple[Array, ...]) -> Array:
-        i, _, _, _, _, rnorm = state
-        return (i < max_iters) & backend.any(rnorm > threshold)
+    def apply_adjoint(arrays: list[Array], V: Array) -> Array:
+        return rules.matmat(rules.adjoint(rebuild(arrays)), V)
 
-    def body(state: tuple[Array, ...]) -> tuple[Array, ...]:
-        i, X, R, P, rz, rnorm = state
-        active = rnorm > threshold
-        AP = matvec(P)
-        pAp = dot(P, AP)
-        alpha = backend.where(active, rz / backend.where(active, pAp, 1 + 0 * pAp), 0 * rz)
-        X = X + alpha * P
-        R = R - alpha * AP
-        Z = precondition(R)
-        rz_new = dot(R, Z)
-        beta = backend.where(active, rz_new / backend.where(active, rz, 1 + 0 * rz), 0 * rz)
-        P = Z + beta * P
-        return i + 1, X, R, P, backend.where(active, rz_new, rz), norm(R)
+    def solve(matvec: Callable[[Array], Array], rhs: Array) -> tuple[Array, SolveInfo]:
+        return core(matvec, rhs, precondition, tol, float(atol), iters)
 
-    i, X, _, _, _, rnorm = backend.while_loop(cond, body, state)
-    safe = backend.where(bnorm > 0, bnorm, 1 + 0 * bnorm)
-    info = CGInfo(i, rnorm / safe, rnorm <= threshold, backend.asarray(tol) + 0 * safe[:1].sum())
+    X, info = backend.implicit_solve(
+        solve, apply, apply_adjoint, [leaves[i] for i in where], B, symmetric=symmetric
+    )
+    if vector:
+        X = backend.reshape(X, (-1,))
     return X, info
 
 
@@ -740,11 +1036,11 @@ def cg(
     atol: float = 0.0,
     max_iters: int | None = None,
     preconditioner: Any = None,
-) -> tuple[Array, CGInfo]:
+) -> tuple[Array, SolveInfo]:
     """`A^{-1} B` by conjugate gradients, and its convergence record.
 
     The function behind [`CG`][structlin.CG] (see there for the method, the stopping rule
-    and the differentiation), for callers who want the record: a [`CGInfo`][structlin.CGInfo]
+    and the differentiation), for callers who want the record: a [`SolveInfo`][structlin.SolveInfo]
     with the iterations, the relative residual and whether each column converged. It does
     not warn; `sl.solve(A, B, alg=sl.CG(...))` does.
 
@@ -763,40 +1059,86 @@ def cg(
         >>> x, int(info.iterations), bool(info.converged.all())
         (array([1.  , 0.5 , 0.25]), 3, True)
     """
-    from structlin import functions
-
-    _checks.square(A, "cg")
-    B, A = functions._operand(A, B, "cg(A, b)", 0)
-    backend = backend_of(B)
-    vector = len(B.shape) == 1
-    if vector:
-        B = backend.reshape(B, (-1, 1))
-    n = A.shape[0]
-    tol = _default_tol(backend, B.dtype) if tol is None else float(tol)
-    iters = 10 * n if max_iters is None else _checks.size(max_iters, "cg max_iters", minimum=0)
-    precondition = _preconditioner(A, preconditioner)
-
-    leaves, treedef = pytree.tree_flatten(A)
-    where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
-
-    def rebuild(arrays: list[Array]) -> LinearOperator:
-        filled = list(leaves)
-        for i, x in zip(where, arrays, strict=True):
-            filled[i] = x
-        return pytree.tree_unflatten(treedef, filled)
-
-    def apply(arrays: list[Array], V: Array) -> Array:
-        return rules.matmat(rebuild(arrays), V)
-
-    def apply_adjoint(arrays: list[Array], V: Array) -> Array:
-        return rules.matmat(rules.adjoint(rebuild(arrays)), V)
-
-    def solve(matvec: Callable[[Array], Array], rhs: Array) -> tuple[Array, CGInfo]:
-        return _cg_core(matvec, rhs, precondition, tol, float(atol), iters)
-
-    X, info = backend.implicit_solve(
-        solve, apply, apply_adjoint, [leaves[i] for i in where], B, symmetric=True
+    return _solve_iteratively(
+        "cg", A, B, _krylov.cg, tol, atol, max_iters, preconditioner, symmetric=True
     )
-    if vector:
-        X = backend.reshape(X, (-1,))
-    return X, info
+
+
+def gmres(
+    A: LinearOperator,
+    B: Array,
+    *,
+    tol: float | None = None,
+    atol: float = 0.0,
+    max_iters: int | None = None,
+    restart: int = 20,
+    preconditioner: Any = None,
+) -> tuple[Array, SolveInfo]:
+    """`A^{-1} B` by restarted GMRES, and its convergence record.
+
+    The function behind [`GMRES`][structlin.GMRES] (see there for the method, the stopping
+    rule and the differentiation): returns the solution and a
+    [`SolveInfo`][structlin.SolveInfo] (Arnoldi steps, the true relative residual of each
+    column at the last restart, whether it converged). It does not warn;
+    `sl.solve(A, B, alg=sl.GMRES(...))` does.
+
+    Args:
+        A: A nonsingular square operator.
+        B: Array of shape `(n,)` or `(n, k)`.
+        tol: As for [`GMRES`][structlin.GMRES].
+        atol: As for `GMRES`.
+        max_iters: As for `GMRES`.
+        restart: As for `GMRES`.
+        preconditioner: As for `GMRES`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Dense(np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 4.0]]))
+        >>> x, info = sl.gmres(A, np.ones(3), tol=1e-10)
+        >>> bool(np.allclose(A @ x, 1.0)), int(info.iterations), bool(info.converged.all())
+        (True, 3, True)
+    """
+    size = _checks.size(restart, "gmres restart")
+
+    def core(*args: Any) -> tuple[Array, SolveInfo]:
+        return _krylov.gmres(*args, restart=size)
+
+    return _solve_iteratively(
+        "gmres", A, B, core, tol, atol, max_iters, preconditioner, symmetric=False
+    )
+
+
+def minres(
+    A: LinearOperator,
+    B: Array,
+    *,
+    tol: float | None = None,
+    atol: float = 0.0,
+    max_iters: int | None = None,
+    preconditioner: Any = None,
+) -> tuple[Array, SolveInfo]:
+    """`A^{-1} B` by MINRES, for a Hermitian (possibly indefinite) `A`, and its convergence record.
+
+    The function behind [`MINRES`][structlin.MINRES] (see there for the method, the
+    stopping rule and the differentiation): returns the solution and a
+    [`SolveInfo`][structlin.SolveInfo]. It does not warn;
+    `sl.solve(A, B, alg=sl.MINRES(...))` does.
+
+    Args:
+        A: A Hermitian operator (not checked).
+        B: Array of shape `(n,)` or `(n, k)`.
+        tol: As for [`MINRES`][structlin.MINRES].
+        atol: As for `MINRES`.
+        max_iters: As for `MINRES`.
+        preconditioner: As for `MINRES` (Hermitian positive definite).
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Diagonal(np.array([-1.0, 2.0, 4.0]))
+        >>> x, info = sl.minres(A, np.ones(3), tol=1e-10)
+        >>> x, int(info.iterations), bool(info.converged.all())
+        (array([-1.  ,  0.5 ,  0.25]), 3, True)
+    """
+    return _solve_iteratively(
+        "minres", A, B, _krylov.minres, tol, atol, max_iters, preconditioner, symmetric=True
+    )

@@ -322,9 +322,11 @@ def inv(A: LinearOperator, alg: Algorithm | None = None) -> LinearOperator:
 
     `alg` chooses the method (see [`Auto`][structlin.Auto], the default): for `B + c I`
     with `B` symmetric and a structured eigendecomposition the inverse is
-    `Q diag(1 / (w + c)) Q^H`, a [`Spectral`][structlin.Spectral]; `alg=sl.CG()` gives a
-    lazy inverse that runs conjugate gradients on each application, `alg=sl.LU()` or
-    `sl.Cholesky()` a dense inverse.
+    `Q diag(1 / (w + c)) Q^H`, a [`Spectral`][structlin.Spectral]; above `Auto`'s
+    `dense_limit`, an operator without a structured inverse gives a lazy inverse that runs
+    CG (PSD), MINRES (symmetric) or GMRES on each application. `alg=sl.CG()`,
+    `sl.MINRES()` or `sl.GMRES()` force that, `alg=sl.LU()` or `sl.Cholesky()` a dense
+    inverse.
 
     Raises:
         ValueError: `A` is not square, or a matrix to factorise has inf or nan entries.
@@ -358,9 +360,11 @@ def solve(A: LinearOperator, B: Array, alg: Algorithm | None = None) -> Array:
     `alg` chooses the method; the default, [`Auto`][structlin.Auto], takes the structured
     rule, then for `B + c I` (`B` symmetric with a structured eigendecomposition, e.g. a
     Kron of [`PSD`][structlin.PSD] factors) `Q diag(1 / (w + c)) Q^H` exactly, then a dense
-    Cholesky (for a PSD operator) or LU solve, and [`CG`][structlin.CG] for a PSD operator
-    larger than its `dense_limit`. [`explain`][structlin.explain]`(sl.solve, A, B)` says
-    which. `alg=sl.LU()`, `sl.Cholesky()` or `sl.CG(...)` force one.
+    Cholesky (for a PSD operator) or LU solve, and above its `dense_limit` an iterative
+    method: [`CG`][structlin.CG] for a PSD operator, [`MINRES`][structlin.MINRES] for a
+    symmetric one, [`GMRES`][structlin.GMRES] otherwise. [`explain`][structlin.explain]`(sl.solve, A, B)`
+    says which. `alg=sl.LU()`, `sl.Cholesky()`, `sl.CG(...)`, `sl.MINRES(...)` or
+    `sl.GMRES(...)` force one.
 
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
@@ -456,8 +460,10 @@ def slogdet(A: LinearOperator, alg: Algorithm | None = None) -> tuple[Array, Arr
     ScalarMul, Product of square factors, Inverse and (conjugate) transposes;
     `B + c I` through the eigenvalues of `B` where `B` is symmetric with a structured
     eigendecomposition (`sum log|w_i + c|`); dense Cholesky for an operator known to be
-    PSD, dense LU otherwise. A singular operator gives `(0, -inf)`. `alg` forces a method
-    ([`LU`][structlin.LU], [`Cholesky`][structlin.Cholesky]); see [`Auto`][structlin.Auto].
+    PSD, dense LU otherwise; for a PSD operator without a structured rule larger than
+    `Auto`'s `dense_limit` (4096), the stochastic estimate of [`SLQ`][structlin.SLQ]. A
+    singular operator gives `(0, -inf)`. `alg` forces a method ([`LU`][structlin.LU],
+    [`Cholesky`][structlin.Cholesky], [`SLQ`][structlin.SLQ]); see [`Auto`][structlin.Auto].
 
     Half precision (float16, bfloat16), which LAPACK lacks, is factorised in float32
     and the result returned in the input's dtype. A matrix to factorise with inf or
@@ -474,7 +480,7 @@ def slogdet(A: LinearOperator, alg: Algorithm | None = None) -> tuple[Array, Arr
         (-1.0, 1.7918)
     """
     _checks.square(A, "slogdet")
-    if alg is None:
+    if alg is None and A.shape[0] <= algorithms.Auto.dense_limit:
         return rules.slogdet(A)
     return algorithms.plan("slogdet", A, alg).run(A)
 
