@@ -173,9 +173,14 @@ def test_auto_paths_and_explain() -> None:
         assert plan.reason
         assert path in str(plan)
         np.testing.assert_allclose(sl.solve(A, x), np.linalg.solve(A.to_dense(), x), rtol=1e-12)
-    big = sl.PSD(sl.Dense(np.eye(3) * 2))
+    big = sl.PSD(sl.Dense(np.eye(3)) + sl.Diagonal(np.ones(3)))
     assert sl.explain(sl.solve, big, np.ones(3), alg=sl.Auto(dense_limit=2)).path == "cg"
     np.testing.assert_allclose(sl.solve(big, np.ones(3), alg=sl.Auto(dense_limit=2)), 0.5)
+    # A dense matrix keeps its exact factorisation at any size, PSD or not.
+    dense = sl.PSD(sl.Dense(np.eye(3) * 2))
+    assert sl.explain(sl.solve, dense, np.ones(3), alg=sl.Auto(dense_limit=2)).path == "cholesky"
+    assert sl.explain(sl.logdet, dense, alg=sl.Auto(dense_limit=2)).path == "cholesky"
+    assert sl.explain(sl.logdet, big, alg=sl.Auto(dense_limit=2)).path == "slq"
     assert sl.explain(sl.slogdet, cases["shifted"]).path == "shifted"
     assert sl.explain(sl.logdet, cases["cholesky"]).path == "cholesky"
     assert sl.explain(sl.inv, cases["shifted"]).path == "shifted"

@@ -167,12 +167,13 @@ def test_auto_picks_cg_minres_gmres_and_slq_for_large_operators() -> None:
     assert sl.explain(sl.slogdet, cases["cg"], alg=auto).path == "slq"
     assert sl.explain(sl.slogdet, cases["cg"]).path == "cholesky"
     assert sl.explain(sl.slogdet, cases["gmres"], alg=auto).path == "lu"  # no estimate: dense
-    # A dense matrix that is not PSD keeps LU: products cost as much as the matrix holds.
+    # A dense matrix keeps its exact factorisation at any size: it is already in memory.
     dense = np.eye(120) + 0.01
     assert sl.explain(sl.solve, sl.Dense(dense), x[:120], alg=auto).path == "lu"
     assert sl.explain(sl.solve, sl.Symmetric(dense), x[:120], alg=auto).path == "lu"
     assert sl.explain(sl.inv, sl.Dense(dense), alg=auto).path == "dense"
-    assert sl.explain(sl.solve, sl.PSD(dense), x[:120], alg=auto).path == "cg"
+    assert sl.explain(sl.solve, sl.PSD(dense), x[:120], alg=auto).path == "cholesky"
+    assert sl.explain(sl.logdet, sl.PSD(dense), alg=auto).path == "cholesky"
     # The default reaches them above n = 4096 (explained here, not run densely).
     big = sl.Kron(sl.PSD(a), sl.PSD(a), sl.PSD(a), sl.PSD(a[:2, :2]), sl.PSD(a[:5, :5]))
     big = big + sl.PSD(sl.Diagonal(np.ones(big.shape[0])))  # n = 5120
@@ -282,7 +283,10 @@ def test_slq_error_falls_with_samples() -> None:
     one = sl.SLQ(samples=8, steps=25, seed=1)
     more = sl.SLQ(samples=8, steps=60, seed=1)
     assert abs(float(sl.logdet(A, alg=one)) - float(sl.logdet(A, alg=more))) < 1e-6 * abs(exact)
-    # Under Auto, above dense_limit.
+    # Under Auto, above dense_limit, for an operator that is not a dense matrix (a dense one
+    # keeps its exact Cholesky).
     auto = sl.Auto(dense_limit=100)
-    assert sl.explain(sl.logdet, A, alg=auto).path == "slq"
-    assert abs(float(sl.logdet(A, alg=auto)) - exact) <= 4 * spread / np.sqrt(30)
+    lazy = sl.PSD(sl.Dense(P / 2) + sl.Dense(P / 2))
+    assert sl.explain(sl.logdet, lazy, alg=auto).path == "slq"
+    assert abs(float(sl.logdet(lazy, alg=auto)) - exact) <= 4 * spread / np.sqrt(30)
+    assert sl.explain(sl.logdet, A, alg=auto).path == "cholesky"

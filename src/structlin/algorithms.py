@@ -750,14 +750,16 @@ class Auto(Algorithm):
        [`MINRES`][structlin.MINRES] for one known to be symmetric
        ([`is_symmetric`][structlin.is_symmetric]), [`GMRES`][structlin.GMRES] otherwise,
        with `tol`, `max_iters` (and GMRES's `restart`); but a [`Dense`][structlin.Dense]
-       operator (annotated or not) that is not PSD keeps dense LU: its products cost as much
-       as its matrix holds, and MINRES or GMRES may stall where LU does not.
+       operator (annotated or not) keeps its exact dense factorisation (Cholesky or LU) at
+       any size: its matrix is already in memory, and an iterative method would stop at a
+       tolerance or stall where the factorisation does not.
 
     `inv` follows the same order (above `dense_limit`, a lazy inverse that runs the
     iterative method on each application). `slogdet` takes the structured and shifted
     rules, then dense Cholesky (PSD) or LU, but for a PSD operator above `dense_limit`
     the stochastic estimate of [`SLQ`][structlin.SLQ] (with its defaults: 30 probes, 30
-    steps, seed 0), since it has no exact iterative method. `eigh`, `trace` and `diag`
+    steps, seed 0), since it has no exact iterative method; a `Dense` operator keeps its
+    exact Cholesky. `eigh`, `trace` and `diag`
     take the structured rule, else the dense computation. The choice reads types only,
     never values, so it is the same under `jax.jit`. [`explain`][structlin.explain] shows it.
 
@@ -769,11 +771,13 @@ class Auto(Algorithm):
 
     Examples:
         >>> import numpy as np, structlin as sl
-        >>> A = sl.PSD(sl.Dense(np.eye(3) * 2))
+        >>> A = sl.PSD(sl.Dense(np.eye(3) * 2) + sl.Diagonal(np.ones(3)))
         >>> sl.explain(sl.solve, A, np.ones(3)).path
         'cholesky'
         >>> sl.explain(sl.solve, A, np.ones(3), alg=sl.Auto(dense_limit=2)).path
         'cg'
+        >>> sl.explain(sl.solve, sl.PSD(sl.Dense(np.eye(3))), np.ones(3), alg=sl.Auto(dense_limit=2)).path
+        'cholesky'
         >>> N = sl.Kron(np.eye(3), np.array([[2.0, 1.0], [0.0, 1.0]])) + sl.Diagonal(np.ones(6))
         >>> sl.explain(sl.solve, N, np.ones(6), alg=sl.Auto(dense_limit=2)).path
         'gmres'
@@ -791,15 +795,15 @@ class Auto(Algorithm):
         """The iterative method for a large `A` without a structured `operation`, and why;
         `None` for a dense matrix that is not PSD, which is factorised instead."""
         large = f"has no structured {operation} and n > dense_limit = {self.dense_limit}"
-        if rules.is_psd(A):
-            return CG(tol=self.tol, max_iters=self.max_iters), f"{_describe(A)} is PSD, {large}"
         if _is_dense_matrix(A):
             why = (
-                f"{_describe(A)} is a dense matrix that is not known to be PSD: each product "
-                "costs as much as the matrix holds, and MINRES or GMRES may stall where LU "
-                "does not (force them with alg=sl.MINRES() or sl.GMRES())"
+                f"{_describe(A)} is a dense matrix, already in memory: its factorisation is "
+                "exact, where an iterative method stops at a tolerance and may stall (force "
+                "one with alg=sl.CG(), sl.MINRES() or sl.GMRES())"
             )
             return None, why
+        if rules.is_psd(A):
+            return CG(tol=self.tol, max_iters=self.max_iters), f"{_describe(A)} is PSD, {large}"
         if rules.is_symmetric(A):
             why = f"{_describe(A)} is symmetric (not known to be PSD), {large}"
             return MINRES(tol=self.tol, max_iters=self.max_iters), why
@@ -821,6 +825,9 @@ class Auto(Algorithm):
         alg, why = self._iterative(A, "solve") if n > self.dense_limit else (None, "")
         if alg is not None:
             return Plan("solve", alg._name, self, why, alg._plan_solve(A, B).cost, alg.solve)
+        if why and rules.is_psd(A):
+            cost = Cholesky()._plan_solve(A, B).cost
+            return Plan("solve", "cholesky", self, why, cost, rules.dense_solve)
         if why:
             return Plan("solve", "lu", self, why, LU()._plan_solve(A, B).cost, rules.solve)
         if rules.is_psd(A):
@@ -857,7 +864,7 @@ class Auto(Algorithm):
         if path == "shifted":
             return Plan("slogdet", path, self, _shift_reason(A), _eigh_cost(A), rules.slogdet)
         if rules.is_psd(A):
-            if A.shape[0] > self.dense_limit:
+            if A.shape[0] > self.dense_limit and not _is_dense_matrix(A):
                 alg = SLQ()
                 why = (
                     f"{_describe(A)} is PSD, has no structured log-determinant and n > "
