@@ -108,7 +108,9 @@ def _run(settings: harness.Settings) -> list[harness.Record]:
             assert abs(float(sl.logdet(S) - exact)) <= 1e-10 * abs(float(exact))
         if cola is not None:
             C = cola.ops.Kronecker(*(cola.PSD(cola.ops.Dense(f)) for f in fs))
-            Cs = cola.PSD(C + 0.1 * cola.ops.I_like(C))
+            # cola.ops.Sum rather than `+`: under cola-plum-dispatch, `+` of a Kronecker
+            # and a scaled identity is an ambiguous dispatch in CoLA itself.
+            Cs = cola.PSD(cola.ops.Sum(C, 0.1 * cola.ops.I_like(C)))
             solves["cola"] = lambda Cs=Cs, x=x: cola.inv(Cs) @ x
             logdets["cola"] = lambda Cs=Cs: cola.logdet(Cs)
         for op, contenders in (("shifted solve", solves), ("shifted logdet", logdets)):
@@ -136,8 +138,10 @@ def _run(settings: harness.Settings) -> list[harness.Record]:
             )
         if cola is not None:
             CA = cola.PSD(
-                cola.ops.Kronecker(*(cola.PSD(cola.ops.Dense(f)) for f in fs))
-                + cola.ops.Diagonal(d)
+                cola.ops.Sum(
+                    cola.ops.Kronecker(*(cola.PSD(cola.ops.Dense(f)) for f in fs)),
+                    cola.ops.Diagonal(d),
+                )
             )
             alg = cola.linalg.CG(tol=1e-8, max_iters=10 * n)
             contenders["cola cg"] = lambda CA=CA, x=x, alg=alg: cola.inv(CA, alg=alg) @ x

@@ -110,7 +110,8 @@ def nll_cola(params: Any, x: Any, y: Any) -> Any:
         cola.PSD(cola.ops.Dense(k)),
         cola.PSD(cola.ops.Dense(k)),
     )
-    S = cola.PSD(K + noise * cola.ops.I_like(K))
+    # cola.ops.Sum rather than `+`, which is an ambiguous dispatch in CoLA under its plum fork.
+    S = cola.PSD(cola.ops.Sum(K, noise * cola.ops.I_like(K)))
     alpha = cola.inv(S) @ y
     return 0.5 * (y @ alpha) + 0.5 * cola.logdet(S) + 0.5 * n * math.log(2 * math.pi)
 
