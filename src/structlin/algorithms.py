@@ -296,7 +296,9 @@ class _Iterative(Algorithm):
         return Plan("inv", self._name, self, f"alg={name}()", cost, lambda A: Inverse(A, alg=self))
 
     def _run(self, A: LinearOperator, B: Array) -> tuple[Array, SolveInfo]:
-        raise NotImplementedError
+        """The solve itself and its record; each iterative method (CG, GMRES, MINRES)
+        provides it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define its iteration (_run)")
 
     def solve(self, A: LinearOperator, B: Array) -> Array:
         """`A^{-1} B` for a 2-D `B`, warning or raising as `on_failure` says."""
