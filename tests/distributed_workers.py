@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -97,12 +98,22 @@ def spawn(worker: Callable[..., None], world: int, *args: Any) -> None:
     mp.spawn(worker, args=(world, free_port(), *args), nprocs=world, join=True)
 
 
-def _init(rank: int, world: int, port: int) -> None:
+@contextmanager
+def _process_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """Join the gloo group for the body, and leave it together with the other ranks."""
     torch.set_num_threads(1)  # the processes share the machine's cores
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
+    try:
+        yield
+        # A rank that tears its group down while a peer is still working (rank 0 writes
+        # extra files) can abort in gloo's destructor (seen once in CI: SIGABRT,
+        # "terminate called without an active exception"); the barrier lines them up.
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _local(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -149,12 +160,9 @@ def _record_run(
 def ddp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
-    _init(rank, world, port)
-    try:
+    with _process_group(rank, world, port):
         model = DistributedDataParallel(make_model())
         _record_run(model, rank, world, out, steps, torch.Tensor.clone, prefix="module.")
-    finally:
-        dist.destroy_process_group()
 
 
 # -- FSDP2 -----------------------------------------------------------------------------
@@ -174,13 +182,10 @@ def shard(model: nn.Sequential, world: int) -> nn.Sequential:
 
 
 def fsdp_worker(rank: int, world: int, port: int, out: str, steps: int) -> None:
-    _init(rank, world, port)
-    try:
+    with _process_group(rank, world, port):
         # Each rank holds a shard of every gradient (a DTensor); gather the full one.
         model = shard(make_model(), world)
         _record_run(model, rank, world, out, steps, lambda grad: grad.full_tensor())
-    finally:
-        dist.destroy_process_group()
 
 
 # -- distributed checkpoint ------------------------------------------------------------
@@ -200,8 +205,7 @@ def checkpoint_worker(rank: int, world: int, port: int, out: str, steps: int) ->
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    _init(rank, world, port)
-    try:
+    with _process_group(rank, world, port):
         model = shard(make_model(), world)
         opt = optimizer(model)
         *train, (x, y) = make_batches(steps + 1)
@@ -224,8 +228,6 @@ def checkpoint_worker(rank: int, world: int, port: int, out: str, steps: int) ->
             stepped = model(probe())
         if rank == 0:
             torch.save({"saved": saved, "stepped": stepped}, os.path.join(out, "outputs.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def load_checkpoint(path: str) -> tuple[nn.Sequential, torch.optim.AdamW]:
