@@ -1,8 +1,11 @@
-"""Test configuration: JAX in float64 mode and a hypothesis profile sized for CI."""
+"""Test configuration: JAX in float64 mode with a compilation cache, and a hypothesis profile
+sized for CI."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -11,6 +14,16 @@ if importlib.util.find_spec("jax") is not None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # Compiling is most of the JAX tests' time. The persistent cache (keyed by JAX version,
+    # program and flags) is shared by the xdist workers and by later runs: CI's second
+    # environment then reuses the first one's programs. JAX_COMPILATION_CACHE_DIR overrides.
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.environ.get(
+            "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parent.parent / ".jax_cache")
+        ),
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 settings.register_profile(
     "default",

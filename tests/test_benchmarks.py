@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("torch")

@@ -26,6 +26,9 @@ import pytest
 
 import structlin
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # A Python block and its attributes: ```python {.no-run} or ```python {.needs-cola}.

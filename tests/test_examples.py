@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 EXAMPLES = sorted((pathlib.Path(__file__).parents[1] / "examples").glob("*.py"))
 
 

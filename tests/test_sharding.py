@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 

@@ -8,6 +8,9 @@ import math
 import numpy as np
 import pytest
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 
 import structlin.nn as snn  # noqa: E402

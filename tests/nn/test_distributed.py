@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# End to end: CI runs it once, in the main environment (see .ci/run).
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
