@@ -217,6 +217,16 @@ def abs_squared(A: Identity):
 
 
 @dispatch
+def monomial(A: Identity):
+    return True
+
+
+@dispatch
+def monomial_eigenvectors(A: Identity):
+    return True
+
+
+@dispatch
 def matrix_function(A: Identity, f: object):
     """`f(1) I`, `O(1)`."""
     numpy = get_backend("numpy")
