@@ -131,6 +131,8 @@ def _eigh_cost(A: LinearOperator) -> str:
             f"the Kron of eigenvectors (~ {4 * A.shape[0] * sum(sizes):.2g} flops)"
         )
     blocks = getattr(A, "blocks", None)
+    if isinstance(blocks, tuple):  # a Monarch's factors: the one with the largest blocks
+        blocks = max(blocks, key=lambda b: b.shape[1])
     if blocks is not None and len(blocks.shape) == 3:
         b, p, _ = blocks.shape
         return f"batched eigendecomposition of {b} blocks of {p} x {p} (~ {9 * b * p**3:.2g} flops)"
