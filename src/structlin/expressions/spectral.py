@@ -241,7 +241,7 @@ def abs_squared(A: Dense):
 @dispatch
 def abs_squared(A: Product):
     """`|A_1 ... A_d|^2 = |A_1|^2 ... |A_d|^2` when at most one factor is not
-    [`monomial`][structlin.expressions.spectral.monomial] (a monomial factor only moves and
+    `monomial` (a monomial factor only moves and
     scales entries, so no two products land on one entry); else the dense fallback."""
     if sum(not monomial(op) for op in A.ops) <= 1:
         return Product(*(abs_squared(op) for op in A.ops))
@@ -282,7 +282,7 @@ def monomial(A: Symmetric):
 
 @dispatch
 def monomial_eigenvectors(A: LinearOperator):
-    """Whether the `Q` of `eigh(A)` is [`monomial`][structlin.expressions.spectral.monomial],
+    """Whether the `Q` of `eigh(A)` is `monomial`,
     known from `A`'s type alone (a Diagonal's is the identity, a Kron's the Kron of its
     factors'); then `A + D` for a diagonal `D` is `Q diag(w + |Q|^2^T d) Q^H`. The
     fallback: `False`."""

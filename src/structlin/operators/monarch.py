@@ -1004,7 +1004,7 @@ def _scaling(
 
 def similar_block_diagonal(A: GeneralizedMonarch) -> tuple[Array, np.ndarray] | None:
     """`(blocks of C, src_in)` with `A = Pi_in^T C Pi_in`, `C` block-diagonal, where
-    [`block_diagonal_similarity`][structlin.operators.monarch.block_diagonal_similarity]
+    `block_diagonal_similarity`
     finds one; else `None`. `O(size of the blocks)`."""
     found = block_diagonal_similarity(A)
     if found is None:
