@@ -502,12 +502,53 @@ def check_functions(
                 raise
 
 
+_FUNCTIONS: tuple[tuple[str, Callable[..., Any], Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("sqrt", sl.sqrt, np.sqrt),
+    ("exp", sl.exp, np.exp),
+    ("log", sl.log, np.log),
+    ("pow(A, -1)", lambda A: sl.pow(A, -1), lambda v: 1 / v),
+    ("pow(A, 1.5)", lambda A: sl.pow(A, 1.5), lambda v: v**1.5),
+    ("apply(1 / (1 + w))", lambda A: sl.apply(lambda v: 1 / (1 + v), A), lambda v: 1 / (1 + v)),
+)
+
+
+def _function_values(A: sl.LinearOperator, X: Any, shift: float, seen: dict) -> dict[str, Any]:
+    """Every array `check_functions` compares, computed from `A` (under `jax.jit` on JAX:
+    one compilation instead of one per operation, and a check that the rules trace);
+    the type of `eigh`'s `Q` goes into `seen`."""
+    n = A.shape[0]
+    out: dict[str, Any] = {}
+    values, Q = sl.eigh(A)
+    seen["Q"] = Q
+    out["eigh values"], out["eigh Q"] = values, Q.to_dense()
+    out["solve(A, X)"], out["solve(A, x)"] = sl.solve(A, X), sl.solve(A, X[:, 0])
+    out["inv(A)"] = sl.inv(A).to_dense()
+    out["slogdet sign"], out["slogdet log|det|"] = sl.slogdet(A)
+    out["logdet"], out["diag"], out["trace"] = sl.logdet(A), sl.diag(A), sl.trace(A)
+    for name, function, _ in _FUNCTIONS:
+        F = function(A)
+        out[name], out[f"diag({name})"], out[f"trace({name})"] = (
+            F.to_dense(),
+            sl.diag(F),
+            sl.trace(F),
+        )
+        if name == "sqrt":
+            out["sqrt(A) @ sqrt(A)"] = (F @ F).to_dense()
+    shifted = A + shift * sl.Identity(n)
+    inverse = sl.inv(shifted)
+    out["solve(A + cI)"], out["inv(A + cI)"] = sl.solve(shifted, X), inverse.to_dense()
+    out["diag(inv(A + cI))"], out["logdet(A + cI)"] = sl.diag(inverse), sl.logdet(shifted)
+    values, Q = sl.eigh(shifted)
+    out["eigh(A + cI) values"], out["eigh(A + cI) Q"] = values, Q.to_dense()
+    both = A + sl.exp(A)
+    out["solve(A + exp(A))"], out["logdet(A + exp(A))"] = sl.solve(both, X), sl.logdet(both)
+    return out
+
+
 def _check_functions_case(make, D, eig, backend, dtype, structured, shift, seed) -> None:
     w, V = eig
     n = D.shape[0]
     rtol = RTOL[dtype] * 10
-    cond = float(w[-1] / w[0]) if n else 1.0
-    solve_tol = rtol * max(cond, 1.0)
     gen = Gen(None, dtype, seed)
 
     def arr(x: np.ndarray) -> Any:
@@ -519,66 +560,67 @@ def _check_functions_case(make, D, eig, backend, dtype, structured, shift, seed)
     def function(f: Callable[[np.ndarray], np.ndarray], values: np.ndarray = w) -> np.ndarray:
         return (V * f(values)) @ V.conj().T
 
+    def cond(values: np.ndarray) -> float:
+        return float(values[-1] / values[0]) if n else 1.0
+
     A = make(arr)
     assert_close(A.to_dense(), D, RTOL[dtype], "to_dense")
-
-    values, Q = sl.eigh(A)
-    if structured:
-        plan = sl.explain(sl.eigh, A)
-        dense_eigh = plan.path == "dense" or isinstance(Q, sl.Dense)
-        assert not dense_eigh, f"eigh is not structured: {plan.path} path, Q a {type(Q).__name__}"
-    assert isinstance(Q, sl.LinearOperator), f"eigh: Q is a {type(Q).__name__}, not an operator"
-    assert_close(np.sort(to_numpy(values).real), w, rtol, "eigh: sorted eigenvalues")
-    Qd = to_numpy(Q.to_dense()).astype(np.complex128)
-    assert_close(Qd.conj().T @ Qd, np.eye(n), rtol, "eigh: Q^H Q = I")
-    assert_close((Qd * to_numpy(values)) @ Qd.conj().T, D, rtol, "eigh: Q diag(w) Q^H = A")
-
     X = gen.normal(n, 2)
+    seen: dict[str, Any] = {}
+    if backend == "jax":
+        import jax
+
+        traced = jax.jit(lambda op, B: _function_values(op, B, shift, seen)).lower(A, arr(X))
+        # One compilation for every check; XLA's backend optimisations would only cost time.
+        options = {"xla_backend_optimization_level": 0}
+        got = traced.compile(compiler_options=options)(A, arr(X))
+    else:
+        got = _function_values(A, arr(X), shift, seen)
+    got = {name: to_numpy(value) for name, value in got.items()}
+
+    Q = seen["Q"]
+    assert isinstance(Q, sl.LinearOperator), f"eigh: Q is a {type(Q).__name__}, not an operator"
+    if structured:
+        path = sl.explain(sl.eigh, A).path
+        dense_eigh = path == "dense" or isinstance(Q, sl.Dense)
+        assert not dense_eigh, f"eigh is not structured: {path} path, Q a {type(Q).__name__}"
+
+    def check_eigh(prefix: str, reference: np.ndarray, eigenvalues: np.ndarray) -> None:
+        values, Qd = got[f"{prefix} values"].real, got[f"{prefix} Q"].astype(np.complex128)
+        assert_close(np.sort(values), eigenvalues, rtol, f"{prefix}: sorted eigenvalues")
+        assert_close(Qd.conj().T @ Qd, np.eye(n), rtol, f"{prefix}: Q^H Q = I")
+        assert_close((Qd * values) @ Qd.conj().T, reference, rtol, f"{prefix}: Q diag(w) Q^H")
+
+    def check(name: str, expected: Any, tol: float = rtol) -> None:
+        assert_close(got[name], np.asarray(expected), tol, name)
+
+    check_eigh("eigh", D, w)
     ref = np.linalg.solve(D, X)
-    assert_close(sl.solve(A, arr(X)), ref, solve_tol, "solve(A, X)")
-    assert_close(sl.solve(A, arr(X[:, 0])), ref[:, 0], solve_tol, "solve(A, x)")
-    assert_close(sl.inv(A).to_dense(), np.linalg.inv(D), solve_tol, "inv(A)")
-    sign, logabsdet = sl.slogdet(A)
-    assert_close(sign, np.asarray(1.0), rtol, "slogdet sign")
-    assert_close(logabsdet, np.asarray(np.sum(np.log(w))), rtol, "slogdet log|det|")
-    assert_close(sl.logdet(A), np.asarray(np.sum(np.log(w))), rtol, "logdet")
-    assert_close(sl.diag(A), np.diag(D), rtol, "diag")
-    assert_close(sl.trace(A), np.trace(D), rtol, "trace")
-
-    functions = (
-        ("sqrt", sl.sqrt(A), np.sqrt),
-        ("exp", sl.exp(A), np.exp),
-        ("log", sl.log(A), np.log),
-        ("pow(A, -1)", sl.pow(A, -1), lambda v: 1 / v),
-        ("pow(A, 1.5)", sl.pow(A, 1.5), lambda v: v**1.5),
-        ("apply(1 / (1 + w))", sl.apply(lambda v: 1 / (1 + v), A), lambda v: 1 / (1 + v)),
-    )
-    for name, F, f in functions:
+    check("solve(A, X)", ref, rtol * cond(w))
+    check("solve(A, x)", ref[:, 0], rtol * cond(w))
+    check("inv(A)", np.linalg.inv(D), rtol * cond(w))
+    check("slogdet sign", 1.0)
+    check("slogdet log|det|", np.sum(np.log(w)))
+    check("logdet", np.sum(np.log(w)))
+    check("diag", np.diag(D))
+    check("trace", np.trace(D))
+    for name, _, f in _FUNCTIONS:
         expected = function(f)
-        tol = rtol * (cond if name == "pow(A, -1)" else 1.0)
-        assert_close(F.to_dense(), expected, tol, name)
-        assert_close(sl.diag(F), np.diag(expected), tol, f"diag({name})")
-        assert_close(sl.trace(F), np.trace(expected), tol, f"trace({name})")
-    R = functions[0][1]
-    assert_close((R @ R).to_dense(), D, rtol, "sqrt(A) @ sqrt(A)")
+        tol = rtol * (cond(w) if name == "pow(A, -1)" else 1.0)
+        check(name, expected, tol)
+        check(f"diag({name})", np.diag(expected), tol)
+        check(f"trace({name})", np.trace(expected), tol)
+    check("sqrt(A) @ sqrt(A)", D)
 
-    shifted, Ds = A + shift * sl.Identity(n), D + shift * np.eye(n)
-    ws = w + shift
-    tol = rtol * float(ws[-1] / ws[0])
-    assert_close(sl.solve(shifted, arr(X)), np.linalg.solve(Ds, X), tol, "solve(A + cI)")
-    inverse = sl.inv(shifted)
-    assert_close(inverse.to_dense(), np.linalg.inv(Ds), tol, "inv(A + cI)")
-    assert_close(sl.diag(inverse), np.diag(np.linalg.inv(Ds)), tol, "diag(inv(A + cI))")
-    assert_close(sl.logdet(shifted), np.asarray(np.sum(np.log(ws))), rtol, "logdet(A + cI)")
-    values, Q = sl.eigh(shifted)
-    Qd = to_numpy(Q.to_dense()).astype(np.complex128)
-    assert_close((Qd * to_numpy(values)) @ Qd.conj().T, Ds, rtol, "eigh(A + cI)")
-
-    both, Db = A + sl.exp(A), D + function(np.exp)
+    Ds, ws = D + shift * np.eye(n), w + shift
+    check("solve(A + cI)", np.linalg.solve(Ds, X), rtol * cond(ws))
+    check("inv(A + cI)", np.linalg.inv(Ds), rtol * cond(ws))
+    check("diag(inv(A + cI))", np.diag(np.linalg.inv(Ds)), rtol * cond(ws))
+    check("logdet(A + cI)", np.sum(np.log(ws)))
+    check_eigh("eigh(A + cI)", Ds, ws)
     wb = w + np.exp(w)
-    tol = rtol * float(wb[-1] / wb[0])
-    assert_close(sl.solve(both, arr(X)), np.linalg.solve(Db, X), tol, "solve(A + exp(A))")
-    assert_close(sl.logdet(both), np.asarray(np.sum(np.log(wb))), rtol, "logdet(A + exp(A))")
+    check("solve(A + exp(A))", np.linalg.solve(D + function(np.exp), X), rtol * cond(wb))
+    check("logdet(A + exp(A))", np.sum(np.log(wb)))
 
 
 def _prepare(
