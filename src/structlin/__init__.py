@@ -67,6 +67,7 @@ from structlin.functions import (
 )
 from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
+from structlin.operators import eigenbasis as _eigenbasis  # noqa: F401 (registers rules)
 from structlin.operators.block_diag import BlockDiag
 from structlin.operators.btt import BTT
 from structlin.operators.circulant import (

@@ -81,7 +81,8 @@ class Plan:
     Attributes:
         operation: `"solve"`, `"inv"`, `"slogdet"`, `"eigh"`, `"trace"` or `"diag"`.
         path: `"structured"` (a rule of the operator's structure), `"shifted"` (`B + c I`
-            through `B`'s eigendecomposition), `"cholesky"`, `"lu"`, `"dense"` (another
+            through `B`'s eigendecomposition), `"eigenbasis"` (a sum of terms in one
+            eigenbasis: `A + f(A)`, `A + D` with monomial eigenvectors), `"cholesky"`, `"lu"`, `"dense"` (another
             dense computation: a dense eigendecomposition or diagonal), `"cg"`,
             `"gmres"`, `"minres"`, `"lanczos"`, `"hutchinson"` or `"slq"`.
         algorithm: The algorithm object that runs it.
@@ -131,17 +132,27 @@ def _eigh_cost(A: LinearOperator) -> str:
             f"the Kron of eigenvectors (~ {4 * A.shape[0] * sum(sizes):.2g} flops)"
         )
     blocks = getattr(A, "blocks", None)
+    if isinstance(blocks, tuple):  # a Monarch's factors: the one with the largest blocks
+        blocks = max(blocks, key=lambda b: b.shape[1])
     if blocks is not None and len(blocks.shape) == 3:
         b, p, _ = blocks.shape
         return f"batched eigendecomposition of {b} blocks of {p} x {p} (~ {9 * b * p**3:.2g} flops)"
     return f"the structured eigendecomposition of {_describe(A)}"
 
 
-def _shift_reason(A: LinearOperator) -> str:
+def _shift_reason(A: LinearOperator, path: str = "shifted") -> str:
+    if path == "eigenbasis":
+        return (
+            f"{_describe(A)} is a sum of terms in one eigenbasis Q (A + f(A), A + c I, "
+            "A + D with a monomial Q): Q diag(sum of their eigenvalues) Q^H, exactly"
+        )
     return (
         f"{_describe(A)} is B + c I with B symmetric and a structured eigendecomposition: "
         "B = Q diag(w) Q^H gives B + c I = Q diag(w + c) Q^H, exactly"
     )
+
+
+_EIGENBASIS_PATHS = ("shifted", "eigenbasis")
 
 
 # -- algorithms -------------------------------------------------------------------------------
@@ -822,8 +833,8 @@ class Auto(Algorithm):
         if path == "structured":
             why = f"{type(A).__name__} has a structured solve rule"
             return Plan("solve", path, self, why, _structured_cost(A), rules.solve)
-        if path == "shifted":
-            return Plan("solve", path, self, _shift_reason(A), _eigh_cost(A), rules.solve)
+        if path in _EIGENBASIS_PATHS:
+            return Plan("solve", path, self, _shift_reason(A, path), _eigh_cost(A), rules.solve)
         alg, why = self._iterative(A, "solve") if n > self.dense_limit else (None, "")
         if alg is not None:
             return Plan("solve", alg._name, self, why, alg._plan_solve(A, B).cost, alg.solve)
@@ -848,8 +859,8 @@ class Auto(Algorithm):
         if path == "structured":
             why = f"{type(A).__name__} has a structured inverse"
             return Plan("inv", path, self, why, _structured_cost(A), rules.inv)
-        if path == "shifted":
-            return Plan("inv", path, self, _shift_reason(A), _eigh_cost(A), rules.inv)
+        if path in _EIGENBASIS_PATHS:
+            return Plan("inv", path, self, _shift_reason(A, path), _eigh_cost(A), rules.inv)
         alg, why = self._iterative(A, "inverse") if n > self.dense_limit else (None, "")
         if alg is not None:
             plan = alg._plan_inv(A, B)
@@ -863,8 +874,8 @@ class Auto(Algorithm):
         if path == "structured":
             why = f"{type(A).__name__} has a structured log-determinant"
             return Plan("slogdet", path, self, why, _structured_cost(A), rules.slogdet)
-        if path == "shifted":
-            return Plan("slogdet", path, self, _shift_reason(A), _eigh_cost(A), rules.slogdet)
+        if path in _EIGENBASIS_PATHS:
+            return Plan("slogdet", path, self, _shift_reason(A, path), _eigh_cost(A), rules.slogdet)
         if rules.is_psd(A):
             if A.shape[0] > self.dense_limit and not _is_dense_matrix(A):
                 alg = SLQ()
@@ -888,8 +899,8 @@ class Auto(Algorithm):
             cost = _dense_cost(n, "dense eigh", 9 * n**3)
             return Plan("eigh", "dense", self, why, cost, rules.eigh)
         why = f"{type(A).__name__} has a structured eigendecomposition"
-        if path == "shifted":
-            why = _shift_reason(A)
+        if path in _EIGENBASIS_PATHS:
+            why = _shift_reason(A, path)
         return Plan("eigh", path, self, why, _eigh_cost(A), rules.eigh)
 
     def _plan_trace(self, A: LinearOperator, B: Array | None) -> Plan:

@@ -558,8 +558,12 @@ def eigh(A: LinearOperator, alg: Algorithm | None = None) -> tuple[Array, Linear
     Structured where the structure allows: a [`Kron`][structlin.Kron] gives the Kron of its
     factors' eigenvectors and the Kronecker product of their eigenvalues (`O(sum n_i^3)`,
     nothing `n x n`), a [`BlockDiag`][structlin.BlockDiag] the BlockDiag of its blocks',
-    a [`Diagonal`][structlin.Diagonal] its entries and the identity, `B + c I` those of `B`
-    shifted, `c A` those of `A` scaled; otherwise the dense eigendecomposition, `O(n^3)`,
+    a [`Diagonal`][structlin.Diagonal] its entries and the identity, a symmetric
+    [`Permutation`][structlin.Permutation] `+-1` and `O(n)` eigenvectors (any other
+    permutation raises `ValueError`), a [`Monarch`][structlin.Monarch] that is a
+    block-diagonal matrix in a permuted basis its blocks' behind the permutation, `B + c I`
+    those of `B` shifted (and sums of terms in one eigenbasis, such as `A + exp(A)`, their
+    summed eigenvalues), `c A` those of `A` scaled; otherwise the dense eigendecomposition, `O(n^3)`,
     with `Q` a [`Dense`][structlin.Dense]. Structured eigenvalues are in the structure's
     order, not sorted (the dense ones ascend, as NumPy's).
 

@@ -8,6 +8,10 @@ operator of your own, runs the same ones:
   `solve`, pytree round trip, `.to(dtype)`; `jax.jit`, `jax.vmap` and `jax.grad` on
   JAX; autograd and optionally `torch.compile` on PyTorch) against its dense matrix,
   on every available backend and dtype;
+- [`check_functions`][structlin.testing.check_functions]: the functions of a Hermitian
+  operator (`eigh` up to ordering and sign, `solve`, `inv`, `slogdet`, `logdet`, `diag`,
+  `trace`, the matrix functions `sqrt`, `exp`, `log`, `pow`, `apply`, and the sums
+  `A + c I`, `A + exp(A)`) against dense NumPy, on every backend and dtype;
 - [`dot_test`][structlin.testing.dot_test]: the adjoint dot test
   `<A x, y> = <x, A^H y>` (PyLops' `dottest`), which checks `A @ x` against `A.H`
   and `X @ A` without forming a matrix;
@@ -51,6 +55,7 @@ __all__ = [
     "Gen",
     "assert_close",
     "check_case",
+    "check_functions",
     "check_layer",
     "check_operator",
     "dot_test",
@@ -384,33 +389,10 @@ def check_operator(
     """
     # `backends` shadows the module inside this function.
     names = tuple(backends) if backends is not None else BACKENDS
-    factory = not isinstance(A, sl.LinearOperator)
-    if factory and not callable(A):
-        raise TypeError(
-            f"check_operator needs a structlin operator or a factory arr -> operator, got "
-            f"{type(A).__name__}"
-        )
-    probe = A(np.asarray) if factory else A
+    probe, make, D, dtypes = _prepare("check_operator", A, dense, dtypes)
     label = f"check_operator({type(probe).__name__})"
-    if dense is None:
-        D = _reference(probe)
-    else:
-        D = np.asarray(to_numpy(dense))
-        D = D.astype(np.complex128 if np.iscomplexobj(D) else np.float64)
-    if dtypes is None:
-        complex_ = np.iscomplexobj(D) or _is_complex(probe)
-        dtypes = ("complex64", "complex128") if complex_ else ("float32", "float64")
     if invertible is None:
         invertible = D.shape[0] == D.shape[1] and bool(np.linalg.cond(D) < 1e6) if D.size else False
-    if factory:
-        make = A
-    else:
-
-        def make(arr: Callable[[np.ndarray], Any]) -> sl.LinearOperator:
-            like = arr(np.zeros(1))
-            backend = sl.backends.backend_of(like)
-            return sl.to(A, dtype=like.dtype, device=backend.device(like), backend=backend)
-
     built = Built(make, D, invertible=invertible, structured_inverse=structured_inverse)
     for backend in names:
         for dtype in dtypes:
@@ -431,6 +413,246 @@ def check_operator(
             except Exception as e:
                 e.add_note(f"in {label} on {backend}, {dtype}")
                 raise
+
+
+def check_functions(
+    A: sl.LinearOperator | Callable[[Callable[[np.ndarray], Any]], sl.LinearOperator],
+    dense: Any = None,
+    *,
+    backends: Iterable[str] | None = None,
+    dtypes: Iterable[str] | None = None,
+    structured: bool = False,
+    shift: float = 0.5,
+    seed: int = 0,
+) -> None:
+    """Check the functions of a Hermitian positive definite operator against dense NumPy,
+    on every backend and dtype.
+
+    On each backend and dtype (built as in [`check_operator`][structlin.testing.check_operator]):
+
+    - [`eigh`][structlin.eigh], up to ordering and sign: the sorted eigenvalues against
+      `numpy.linalg.eigvalsh`, `Q^H Q = I` and `Q diag(w) Q^H = A` (each `Q` column is
+      defined up to a unit factor, and within a repeated eigenvalue up to a rotation, so
+      the columns are not compared one by one);
+    - [`solve`][structlin.solve] (one and several right-hand sides),
+      [`inv`][structlin.inv], [`slogdet`][structlin.slogdet], [`logdet`][structlin.logdet],
+      [`diag`][structlin.diag] and [`trace`][structlin.trace];
+    - the matrix functions [`sqrt`][structlin.sqrt] (and `sqrt(A)^2 = A`),
+      [`exp`][structlin.exp], [`log`][structlin.log], [`pow`][structlin.pow] (`p = -1`,
+      `1.5`) and [`apply`][structlin.apply] (`1 / (1 + w)`), with the `diag` and `trace`
+      of each, against `V f(w) V^H` from the dense eigendecomposition;
+    - the sums in one eigenbasis: `A + shift I` (`solve`, `inv`, its `diag`, `logdet`,
+      `eigh`) and `A + exp(A)` (`solve`, `logdet`).
+
+    Tolerances are [`RTOL`][structlin.testing.RTOL] of the dtype, times the condition number
+    where a solve loses it.
+
+    Args:
+        A: The operator (Hermitian positive definite, as its reference must be), or a
+            factory `A(arr)` as for `check_operator`.
+        dense: The reference matrix, by default from the operator's `matmat`.
+        backends: Backend names; by default every installed one.
+        dtypes: Dtype names; by default `float32` and `float64` (`complex64` and
+            `complex128` for a complex operator); 64-bit JAX needs `jax_enable_x64`.
+        structured: Also require a structured eigendecomposition:
+            [`explain`][structlin.explain] does not report the dense path for `eigh` and
+            `Q` is not a [`Dense`][structlin.Dense] matrix.
+        shift: The `c` of `A + c I`.
+        seed: Seeds the right-hand sides.
+
+    Raises:
+        ValueError: the reference is not Hermitian positive definite.
+        AssertionError: a check failed; the message names the check, the backend and the
+            dtype.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> from structlin.testing import check_functions
+        >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> check_functions(sl.Kron(sl.PSD(a), sl.PSD(a)), backends=["numpy"], structured=True)
+
+        A structure whose `eigh` is dense fails `structured=True`:
+
+        >>> check_functions(sl.PSD(sl.Dense(a)), backends=["numpy"], structured=True)
+        Traceback (most recent call last):
+            ...
+        AssertionError: check_functions(PSD) on numpy, float32: eigh is not structured: ...
+    """
+    names = tuple(backends) if backends is not None else BACKENDS
+    probe, make, D, dtypes = _prepare("check_functions", A, dense, dtypes)
+    label = f"check_functions({type(probe).__name__})"
+    if D.shape[0] != D.shape[1] or not np.allclose(D, D.conj().T, rtol=1e-6, atol=1e-8):
+        raise ValueError(f"{label}: the reference is not Hermitian; the functions need one")
+    w, V = np.linalg.eigh(D)
+    if D.size and w[0] <= 0:
+        raise ValueError(
+            f"{label}: the reference is not positive definite (least eigenvalue {w[0]:.3g}); "
+            "check_functions checks sqrt, log and pow, which need one"
+        )
+    for backend in names:
+        for dtype in dtypes:
+            if not _supported(backend, dtype):
+                continue
+            try:
+                _check_functions_case(make, D, (w, V), backend, dtype, structured, shift, seed)
+            except AssertionError as e:
+                raise AssertionError(f"{label} on {backend}, {dtype}: {e}") from e
+            except Exception as e:
+                e.add_note(f"in {label} on {backend}, {dtype}")
+                raise
+
+
+_FUNCTIONS: tuple[tuple[str, Callable[..., Any], Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("sqrt", sl.sqrt, np.sqrt),
+    ("exp", sl.exp, np.exp),
+    ("log", sl.log, np.log),
+    ("pow(A, -1)", lambda A: sl.pow(A, -1), lambda v: 1 / v),
+    ("pow(A, 1.5)", lambda A: sl.pow(A, 1.5), lambda v: v**1.5),
+    ("apply(1 / (1 + w))", lambda A: sl.apply(lambda v: 1 / (1 + v), A), lambda v: 1 / (1 + v)),
+)
+
+
+def _function_values(A: sl.LinearOperator, X: Any, shift: float, seen: dict) -> dict[str, Any]:
+    """Every array `check_functions` compares, computed from `A` (under `jax.jit` on JAX:
+    one compilation instead of one per operation, and a check that the rules trace);
+    the type of `eigh`'s `Q` goes into `seen`."""
+    n = A.shape[0]
+    out: dict[str, Any] = {}
+    values, Q = sl.eigh(A)
+    seen["Q"] = Q
+    out["eigh values"], out["eigh Q"] = values, Q.to_dense()
+    out["solve(A, X)"], out["solve(A, x)"] = sl.solve(A, X), sl.solve(A, X[:, 0])
+    out["inv(A)"] = sl.inv(A).to_dense()
+    out["slogdet sign"], out["slogdet log|det|"] = sl.slogdet(A)
+    out["logdet"], out["diag"], out["trace"] = sl.logdet(A), sl.diag(A), sl.trace(A)
+    for name, function, _ in _FUNCTIONS:
+        F = function(A)
+        out[name], out[f"diag({name})"], out[f"trace({name})"] = (
+            F.to_dense(),
+            sl.diag(F),
+            sl.trace(F),
+        )
+        if name == "sqrt":
+            out["sqrt(A) @ sqrt(A)"] = (F @ F).to_dense()
+    shifted = A + shift * sl.Identity(n)
+    inverse = sl.inv(shifted)
+    out["solve(A + cI)"], out["inv(A + cI)"] = sl.solve(shifted, X), inverse.to_dense()
+    out["diag(inv(A + cI))"], out["logdet(A + cI)"] = sl.diag(inverse), sl.logdet(shifted)
+    values, Q = sl.eigh(shifted)
+    out["eigh(A + cI) values"], out["eigh(A + cI) Q"] = values, Q.to_dense()
+    both = A + sl.exp(A)
+    out["solve(A + exp(A))"], out["logdet(A + exp(A))"] = sl.solve(both, X), sl.logdet(both)
+    return out
+
+
+def _check_functions_case(make, D, eig, backend, dtype, structured, shift, seed) -> None:
+    w, V = eig
+    n = D.shape[0]
+    rtol = RTOL[dtype] * 10
+    gen = Gen(None, dtype, seed)
+
+    def arr(x: np.ndarray) -> Any:
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.inexact):
+            x = x.astype(dtype)
+        return to_backend(x, backend)
+
+    def function(f: Callable[[np.ndarray], np.ndarray], values: np.ndarray = w) -> np.ndarray:
+        return (V * f(values)) @ V.conj().T
+
+    def cond(values: np.ndarray) -> float:
+        return float(values[-1] / values[0]) if n else 1.0
+
+    A = make(arr)
+    assert_close(A.to_dense(), D, RTOL[dtype], "to_dense")
+    X = gen.normal(n, 2)
+    seen: dict[str, Any] = {}
+    if backend == "jax":
+        import jax
+
+        traced = jax.jit(lambda op, B: _function_values(op, B, shift, seen)).lower(A, arr(X))
+        # One compilation for every check; XLA's backend optimisations would only cost time.
+        options = {"xla_backend_optimization_level": 0}
+        got = traced.compile(compiler_options=options)(A, arr(X))
+    else:
+        got = _function_values(A, arr(X), shift, seen)
+    got = {name: to_numpy(value) for name, value in got.items()}
+
+    Q = seen["Q"]
+    assert isinstance(Q, sl.LinearOperator), f"eigh: Q is a {type(Q).__name__}, not an operator"
+    if structured:
+        path = sl.explain(sl.eigh, A).path
+        dense_eigh = path == "dense" or isinstance(Q, sl.Dense)
+        assert not dense_eigh, f"eigh is not structured: {path} path, Q a {type(Q).__name__}"
+
+    def check_eigh(prefix: str, reference: np.ndarray, eigenvalues: np.ndarray) -> None:
+        values, Qd = got[f"{prefix} values"].real, got[f"{prefix} Q"].astype(np.complex128)
+        assert_close(np.sort(values), eigenvalues, rtol, f"{prefix}: sorted eigenvalues")
+        assert_close(Qd.conj().T @ Qd, np.eye(n), rtol, f"{prefix}: Q^H Q = I")
+        assert_close((Qd * values) @ Qd.conj().T, reference, rtol, f"{prefix}: Q diag(w) Q^H")
+
+    def check(name: str, expected: Any, tol: float = rtol) -> None:
+        assert_close(got[name], np.asarray(expected), tol, name)
+
+    check_eigh("eigh", D, w)
+    ref = np.linalg.solve(D, X)
+    check("solve(A, X)", ref, rtol * cond(w))
+    check("solve(A, x)", ref[:, 0], rtol * cond(w))
+    check("inv(A)", np.linalg.inv(D), rtol * cond(w))
+    check("slogdet sign", 1.0)
+    check("slogdet log|det|", np.sum(np.log(w)))
+    check("logdet", np.sum(np.log(w)))
+    check("diag", np.diag(D))
+    check("trace", np.trace(D))
+    for name, _, f in _FUNCTIONS:
+        expected = function(f)
+        tol = rtol * (cond(w) if name == "pow(A, -1)" else 1.0)
+        check(name, expected, tol)
+        check(f"diag({name})", np.diag(expected), tol)
+        check(f"trace({name})", np.trace(expected), tol)
+    check("sqrt(A) @ sqrt(A)", D)
+
+    Ds, ws = D + shift * np.eye(n), w + shift
+    check("solve(A + cI)", np.linalg.solve(Ds, X), rtol * cond(ws))
+    check("inv(A + cI)", np.linalg.inv(Ds), rtol * cond(ws))
+    check("diag(inv(A + cI))", np.diag(np.linalg.inv(Ds)), rtol * cond(ws))
+    check("logdet(A + cI)", np.sum(np.log(ws)))
+    check_eigh("eigh(A + cI)", Ds, ws)
+    wb = w + np.exp(w)
+    check("solve(A + exp(A))", np.linalg.solve(D + function(np.exp), X), rtol * cond(wb))
+    check("logdet(A + exp(A))", np.sum(np.log(wb)))
+
+
+def _prepare(
+    caller: str, A: Any, dense: Any, dtypes: Iterable[str] | None
+) -> tuple[sl.LinearOperator, Callable[..., sl.LinearOperator], np.ndarray, tuple[str, ...]]:
+    """`(probe, make, D, dtypes)` of `check_operator` and `check_functions`: the operator
+    built from NumPy arrays, its factory `make(arr)`, the reference and the dtypes."""
+    factory = not isinstance(A, sl.LinearOperator)
+    if factory and not callable(A):
+        raise TypeError(
+            f"{caller} needs a structlin operator or a factory arr -> operator, got "
+            f"{type(A).__name__}"
+        )
+    probe = A(np.asarray) if factory else A
+    if dense is None:
+        D = _reference(probe)
+    else:
+        D = np.asarray(to_numpy(dense))
+        D = D.astype(np.complex128 if np.iscomplexobj(D) else np.float64)
+    if dtypes is None:
+        complex_ = np.iscomplexobj(D) or _is_complex(probe)
+        dtypes = ("complex64", "complex128") if complex_ else ("float32", "float64")
+    if factory:
+        make = A
+    else:
+
+        def make(arr: Callable[[np.ndarray], Any]) -> sl.LinearOperator:
+            like = arr(np.zeros(1))
+            backend = sl.backends.backend_of(like)
+            return sl.to(A, dtype=like.dtype, device=backend.device(like), backend=backend)
+
+    return probe, make, D, tuple(dtypes)
 
 
 def _reference(A: sl.LinearOperator) -> np.ndarray:

@@ -216,5 +216,15 @@ def structured_eigh(A: ScalarMul):
 
 
 @dispatch
+def monomial(A: ScalarMul):
+    return monomial(A.op)
+
+
+@dispatch
+def monomial_eigenvectors(A: ScalarMul):
+    return monomial_eigenvectors(A.op)
+
+
+@dispatch
 def _exact_path(A: ScalarMul, operation: object):
     return _exact_path(A.op, operation)

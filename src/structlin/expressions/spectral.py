@@ -21,6 +21,7 @@ from structlin.errors import SingularOperatorError
 from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense
 from structlin.expressions.product import Product
+from structlin.expressions.sum import Sum
 from structlin.operator import LinearOperator
 from structlin.rules import is_psd, to
 
@@ -86,6 +87,28 @@ def _wrap(vectors: LinearOperator, values: Array) -> Spectral:
     return out
 
 
+def _same_basis(A: Spectral, values: Array) -> Spectral:
+    """`Q diag(values) Q^H` with `A`'s `Q`, keeping `A`'s note of the operator whose
+    eigendecomposition `Q` is (see `function_of_eigh`)."""
+    out = _wrap(A.vectors, values)
+    if "_eigh_of" in A.__dict__:
+        out._set(_eigh_of=A._eigh_of)
+    return out
+
+
+def function_of_eigh(A: LinearOperator, f: object) -> Spectral:
+    """`f(A) = Q diag(f(w)) Q^H` from `(w, Q) = eigh(A)`, noting `(A, w)` on the result.
+
+    The note (`_eigh_of`, a hint like the one `A.H` leaves for `A.H @ A`, not part of the
+    pytree) lets a sum `A + f(A)` or `f(A) + g(A)` be solved in the one eigenbasis
+    (`structlin/operators/eigenbasis.py`): `A = Q diag(w) Q^H` in the same `Q`.
+    """
+    w, Q = eigh(A)
+    out = _wrap(Q, f(backend_of(w), w))
+    out._set(_eigh_of=(A, w))
+    return out
+
+
 def _real_values(A: Spectral) -> bool:
     return not backend_of(A.values).is_complex(A.values.dtype)
 
@@ -132,7 +155,7 @@ def _check_invertible(A: Spectral) -> None:
 @dispatch
 def inv(A: Spectral):
     _check_invertible(A)
-    return _wrap(A.vectors, 1 / A.values)
+    return _same_basis(A, 1 / A.values)
 
 
 @dispatch
@@ -178,13 +201,13 @@ def eigh(A: Spectral):
 @dispatch
 def compose(A: Spectral, B: Spectral):
     if A.vectors is B.vectors:  # the same eigenbasis: multiply the eigenvalues
-        return _wrap(A.vectors, A.values * B.values)
+        return _same_basis(A, A.values * B.values)
     return Product(A, B)
 
 
 @dispatch
 def scale(c: object, A: Spectral):
-    return _wrap(A.vectors, c * A.values)
+    return _same_basis(A, c * A.values)
 
 
 @dispatch
@@ -213,6 +236,67 @@ def abs_squared(A: LinearOperator):
 def abs_squared(A: Dense):
     backend = A.backend
     return Dense(backend.real(A.array * backend.conj(A.array)))
+
+
+@dispatch
+def abs_squared(A: Product):
+    """`|A_1 ... A_d|^2 = |A_1|^2 ... |A_d|^2` when at most one factor is not
+    `monomial` (a monomial factor only moves and
+    scales entries, so no two products land on one entry); else the dense fallback."""
+    if sum(not monomial(op) for op in A.ops) <= 1:
+        return Product(*(abs_squared(op) for op in A.ops))
+    return abs_squared.resolve(LinearOperator)(A)
+
+
+@dispatch
+def abs_squared(A: Sum):
+    """Term by term where the terms are known to have no nonzero entry in common (the
+    note `_disjoint_terms` the rules that build such sums leave, e.g. the eigenvectors of
+    a symmetric permutation); else the dense fallback."""
+    if A.__dict__.get("_disjoint_terms", False):
+        return Sum(*(abs_squared(op) for op in A.ops))
+    return abs_squared.resolve(LinearOperator)(A)
+
+
+# -- monomial operators: at most one nonzero entry in each row and column ---------------------
+
+
+@dispatch
+def monomial(A: LinearOperator):
+    """Whether every row and column of `A` has at most one nonzero entry, known from its type
+    alone (Identity, Diagonal, Permutation, and Kron, products, multiples, BlockDiag of
+    `1 x 1` blocks of those). For a monomial unitary `Q` and a diagonal `D`, `Q^H D Q` is
+    diagonal, with entries `|Q|^2^T d`. The fallback: `False`."""
+    return False
+
+
+@dispatch
+def monomial(A: Product):
+    return all(monomial(op) for op in A.ops)
+
+
+@dispatch
+def monomial(A: Symmetric):
+    return monomial(A.op)
+
+
+@dispatch
+def monomial_eigenvectors(A: LinearOperator):
+    """Whether the `Q` of `eigh(A)` is `monomial`,
+    known from `A`'s type alone (a Diagonal's is the identity, a Kron's the Kron of its
+    factors'); then `A + D` for a diagonal `D` is `Q diag(w + |Q|^2^T d) Q^H`. The
+    fallback: `False`."""
+    return False
+
+
+@dispatch
+def monomial_eigenvectors(A: Symmetric):
+    return monomial_eigenvectors(A.op)
+
+
+@dispatch
+def monomial_eigenvectors(A: Spectral):
+    return monomial(A.vectors)
 
 
 # -- the eigendecomposition and the functions of Hermitian operators --------------------------
@@ -283,8 +367,7 @@ def power_function(p: float) -> ScalarFunction:
 def matrix_function(A: LinearOperator, f: object):
     """Fallback: `Q diag(f(w)) Q^H` from [`eigh`][structlin.eigh] (structured `Q` where
     `eigh` is structured, else the dense eigendecomposition, `O(n^3)`)."""
-    w, Q = eigh(A)
-    return _wrap(Q, f(backend_of(w), w))
+    return function_of_eigh(A, f)
 
 
 @dispatch
@@ -304,7 +387,7 @@ def annotate_function(A: LinearOperator, f: ScalarFunction, out: LinearOperator)
 
 @dispatch
 def matrix_function(A: Spectral, f: object):
-    return _wrap(A.vectors, f(backend_of(A.values), A.values))
+    return _same_basis(A, f(backend_of(A.values), A.values))
 
 
 @dispatch

@@ -189,6 +189,16 @@ def structured_eigh(A: BlockDiag):
 
 
 @dispatch
+def monomial(A: BlockDiag):
+    return A.block_shape == (1, 1)
+
+
+@dispatch
+def monomial_eigenvectors(A: BlockDiag):
+    return A.block_shape == (1, 1)  # 1 x 1 blocks of eigenvectors, each +-1
+
+
+@dispatch
 def abs_squared(A: BlockDiag):
     backend = A.backend
     return _wrap(backend.real(A.blocks * backend.conj(A.blocks)))

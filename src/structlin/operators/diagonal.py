@@ -128,6 +128,16 @@ def structured_eigh(A: Diagonal):
 
 
 @dispatch
+def monomial(A: Diagonal):
+    return True
+
+
+@dispatch
+def monomial_eigenvectors(A: Diagonal):
+    return True  # the identity
+
+
+@dispatch
 def abs_squared(A: Diagonal):
     return _wrap(A.backend.real(A.diag * A.backend.conj(A.diag)))
 

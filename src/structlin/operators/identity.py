@@ -9,14 +9,9 @@ from structlin._checks import dense_backend
 from structlin._convert import static_dtype, static_meta
 from structlin._dispatch import dispatch
 from structlin.backends import Backend, Device, DType, backend_of, get_backend
-from structlin.expressions.annotations import PSD, Symmetric
-from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
 from structlin.expressions.scalar_mul import ScalarMul
-from structlin.expressions.spectral import Spectral, dense_eigh
-from structlin.expressions.sum import Sum
 from structlin.operator import LinearOperator
-from structlin.rules import dense_slogdet, dense_solve
 
 
 class Identity(LinearOperator):
@@ -217,98 +212,18 @@ def abs_squared(A: Identity):
 
 
 @dispatch
+def monomial(A: Identity):
+    return True
+
+
+@dispatch
+def monomial_eigenvectors(A: Identity):
+    return True
+
+
+@dispatch
 def matrix_function(A: Identity, f: object):
     """`f(1) I`, `O(1)`."""
     numpy = get_backend("numpy")
     value = float(numpy.to_numpy(f(numpy, numpy.asarray([1.0])))[0])
     return ScalarMul(value, A)
-
-
-# -- shifted sums: B + c I through the eigendecomposition of B ---------------------------------
-# For a Hermitian B with a structured eigendecomposition B = Q diag(w) Q^H (a Kron of
-# Hermitian factors, a BlockDiag, a Diagonal), B + c I = Q diag(w + c) Q^H: its solve,
-# inverse, log-determinant and eigendecomposition cost B's `eigh` plus products with Q,
-# never O(n^3). The rules live here, with the identity that makes the sum a shift.
-
-
-def _identity_multiple(op: LinearOperator) -> Any:
-    """`c` if `op` is `c I` (an `Identity`, a multiple of one, or an annotated one), else `None`."""
-    if isinstance(op, Identity):
-        return 1
-    if isinstance(op, ScalarMul):
-        inner = _identity_multiple(op.op)
-        return None if inner is None else op.scalar * inner
-    if isinstance(op, Symmetric):
-        return _identity_multiple(op.op)
-    return None
-
-
-def shifted(A: Sum) -> tuple[LinearOperator, Any] | None:
-    """`(B, c)` with `A = B + c I`, `B` symmetric with a structured `eigh`; else `None`.
-    Reads types only: the same answer under `jax.jit`."""
-    rest, shift = [], None
-    for op in A.ops:
-        c = _identity_multiple(op)
-        if c is None:
-            rest.append(op)
-        else:
-            shift = c if shift is None else shift + c
-    if shift is None or len(rest) != 1:
-        return None
-    (B,) = rest
-    if not (is_symmetric(B) and structured_eigh(B)):
-        return None
-    return B, shift
-
-
-def _shifted_spectral(A: Sum) -> Spectral | None:
-    parts = shifted(A)
-    if parts is None:
-        return None
-    B, c = parts
-    w, Q = eigh(B)
-    return Spectral(Q, w + c)
-
-
-@dispatch
-def solve(A: Sum, B: object):
-    """`(B + c I)^{-1} X` through `B`'s eigendecomposition where `A` is such a shifted sum
-    (`O(sum n_i^3 + k n sum n_i)` for a Kron of `d` factors); else the dense solve."""
-    S = _shifted_spectral(A)
-    return dense_solve(A, B) if S is None else solve(S, B)
-
-
-@dispatch
-def inv(A: Sum):
-    """`Q diag(1 / (w + c)) Q^H` (a [`Spectral`][structlin.Spectral]) for a shifted sum,
-    else a lazy [`Inverse`][structlin.Inverse]."""
-    S = _shifted_spectral(A)
-    if S is None:
-        return Inverse(A)
-    out = inv(S)
-    return PSD(out) if is_psd(A) else out
-
-
-@dispatch
-def slogdet(A: Sum):
-    """`sum log|w_i + c|` for a shifted sum, else from the dense matrix."""
-    S = _shifted_spectral(A)
-    return dense_slogdet(A) if S is None else slogdet(S)
-
-
-@dispatch
-def eigh(A: Sum):
-    S = _shifted_spectral(A)
-    return dense_eigh(A) if S is None else (S.values, S.vectors)
-
-
-@dispatch
-def structured_eigh(A: Sum):
-    return shifted(A) is not None
-
-
-@dispatch
-def _exact_path(A: Sum, operation: object):
-    if operation in ("solve", "inv", "slogdet", "eigh"):
-        return "dense" if shifted(A) is None else "shifted"
-    return "structured"

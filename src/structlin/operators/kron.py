@@ -14,7 +14,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.dense import as_operator
 from structlin.expressions.product import Product
-from structlin.expressions.spectral import Spectral, annotate_function
+from structlin.expressions.spectral import annotate_function, function_of_eigh
 from structlin.operator import LinearOperator
 from structlin.structure import Structure, balanced_factors, register_structure
 
@@ -216,14 +216,23 @@ def abs_squared(A: Kron):
 
 
 @dispatch
+def monomial(A: Kron):
+    return all(monomial(f) for f in A.factors)
+
+
+@dispatch
+def monomial_eigenvectors(A: Kron):
+    return _rectangular_factor(A) is None and all(monomial_eigenvectors(f) for f in A.factors)
+
+
+@dispatch
 def matrix_function(A: Kron, f: object):
     """`f(A)`: the Kron of the factors' `f` for a power `x^p` and PSD factors
     (`(A ⊗ B)^p = A^p ⊗ B^p`), else `Q diag(f(w)) Q^H` with the Kron `Q` of the factors'
     eigenvectors ([`Spectral`][structlin.Spectral])."""
     if f.power is not None and all(is_psd(g) for g in A.factors):
         return _wrap(tuple(annotate_function(g, f, matrix_function(g, f)) for g in A.factors))
-    w, Q = eigh(A)
-    return Spectral(Q, f(backend_of(w), w))
+    return function_of_eigh(A, f)
 
 
 @dispatch

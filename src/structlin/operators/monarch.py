@@ -24,10 +24,12 @@ from structlin._dispatch import dispatch
 from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
+from structlin.expressions.product import Product
+from structlin.expressions.spectral import dense_eigh
 from structlin.operator import LinearOperator
 from structlin.operators._random import Seed, mup_std, normal
-from structlin.operators.block_diag import singular_blocks
-from structlin.operators.permutation import stride_permute
+from structlin.operators.block_diag import BlockDiag, singular_blocks
+from structlin.operators.permutation import Permutation, stride_permute
 from structlin.structure import Structure, register_structure
 
 Stride = tuple[int, int] | None
@@ -917,3 +919,139 @@ register_structure(
         doc_parameters="about `2 d^2 / b`",
     )
 )
+
+
+# -- eigh: a Monarch matrix that is a permuted block-diagonal one --------------------------------
+# An eigendecomposition survives only similarity, M = S^{-1} C S. A product of block-diagonal
+# factors and permutations is similar to a block-diagonal C by a permutation exactly when
+# (read from the types, the block shapes and the permutations, never from values):
+#
+# - it is unpadded, every block is square, and at most one factor j has blocks larger than
+#   1 x 1 (the others are diagonal: `(nb, 1, 1)` blocks); a diagonal factor moves through a
+#   permutation as another diagonal (P D = (P D P^T) P), so
+#   M = D_L Pi_out B_j D_R Pi_in, with Pi_in the permutations before factor j and Pi_out those
+#   after it;
+# - and Pi_out Pi_in = I. Then M = Pi_in^T C Pi_in with C = (Pi_in D_L Pi_in^T) B_j D_R,
+#   block-diagonal with B_j's blocks, and M is Hermitian exactly when C's blocks are.
+#
+# That covers `GeneralizedMonarch([B], [P, P^T])` (a symmetric block-diagonal matrix in a
+# permuted basis) and a default-layout `Monarch` with a diagonal first factor and square
+# second blocks (`P^T B_2 P D = P^T (B_2 D') P`). A Monarch with two dense factors,
+# `P^T L P R`, is a product of two block-diagonal matrices in different bases: even when
+# symmetric it has no eigendecomposition of that form, and takes the dense one.
+
+
+def _diagonal_factor(block_shape: tuple[int, int, int]) -> bool:
+    return block_shape[1] == block_shape[2] == 1
+
+
+def _track(src: np.ndarray, perm: Perm) -> tuple[np.ndarray, np.ndarray]:
+    """`src` after one more permutation, and the gather that moves a diagonal scaling with it."""
+    step = perm_indices(perm, src.shape[0])
+    return src[step], step
+
+
+@lru_cache(maxsize=64)
+def _block_diagonal_similarity(
+    shapes: tuple[tuple[int, int, int], ...], perms: tuple[Perm, ...], padded: bool
+) -> tuple[int, np.ndarray] | None:
+    """`(j, src_in)` with `M = Pi_in^T C Pi_in` where `C` is block-diagonal with factor `j`'s
+    blocks and `(Pi_in x)[i] = x[src_in[i]]`; `None` if `M` is not of that form (see above)."""
+    if padded or any(q != p for _, q, p in shapes):
+        return None
+    dense = [i for i, shape in enumerate(shapes) if not _diagonal_factor(shape)]
+    if len(dense) > 1:
+        return None
+    j = dense[0] if dense else 0
+    n = shapes[0][0] * shapes[0][2]
+    src_in = np.arange(n)
+    for perm in perms[: j + 1]:
+        src_in = _track(src_in, perm)[0]
+    src_out = np.arange(n)
+    for perm in perms[j + 1 :]:
+        src_out = _track(src_out, perm)[0]
+    if not np.array_equal(src_in[src_out], np.arange(n)):
+        return None
+    src_in.flags.writeable = False  # cached: shared by every caller
+    return j, src_in
+
+
+def block_diagonal_similarity(A: GeneralizedMonarch) -> tuple[int, np.ndarray] | None:
+    """`(j, src_in)` if `A = Pi^T C Pi` for a permutation `Pi` and a block-diagonal `C` with
+    factor `j`'s blocks, else `None`: from the block shapes and permutations alone."""
+    shapes = tuple(tuple(int(s) for s in b.shape) for b in A.blocks)
+    return _block_diagonal_similarity(shapes, A.perms, A.padded)
+
+
+def _scaling(
+    A: GeneralizedMonarch, factors: range, perms: Sequence[Perm], backend: Backend
+) -> tuple[Array | None, np.ndarray]:
+    """`(s, src)` with `perms[-1] B ... perms[0] = diag(s) Pi` over the diagonal `factors`
+    (`s` `None` for no scaling) and `(Pi x)[i] = x[src[i]]`."""
+    n = A.shape[0]
+    src, scale = np.arange(n), None
+    for k, i in enumerate(factors):
+        src, step = _track(src, perms[k])
+        if scale is not None:
+            scale = backend.take(scale, backend.asarray(step, device=A.device), 0)
+        d = backend.reshape(A.blocks[i], (-1,))
+        scale = d if scale is None else d * scale
+    src, step = _track(src, perms[len(factors)])
+    if scale is not None:
+        scale = backend.take(scale, backend.asarray(step, device=A.device), 0)
+    return scale, src
+
+
+def similar_block_diagonal(A: GeneralizedMonarch) -> tuple[Array, np.ndarray] | None:
+    """`(blocks of C, src_in)` with `A = Pi_in^T C Pi_in`, `C` block-diagonal, where
+    `block_diagonal_similarity`
+    finds one; else `None`. `O(size of the blocks)`."""
+    found = block_diagonal_similarity(A)
+    if found is None:
+        return None
+    j, src_in = found
+    backend = A.backend
+    c = A.nfactors
+    right, _ = _scaling(A, range(j), A.perms[: j + 1], backend)
+    left, src_out = _scaling(A, range(j + 1, c), A.perms[j + 1 :], backend)
+    nb, p, _ = A.blocks[j].shape
+    blocks = A.blocks[j]
+    if left is not None:
+        # D_L Pi_out = Pi_out (Pi_out^T D_L Pi_out), and Pi_out^T = Pi_in.
+        left = backend.take(left, backend.asarray(np.argsort(src_out), device=A.device), 0)
+        blocks = backend.reshape(left, (nb, p, 1)) * blocks
+    if right is not None:
+        blocks = blocks * backend.reshape(right, (nb, 1, p))
+    return blocks, src_in
+
+
+@dispatch
+def eigh(A: GeneralizedMonarch):
+    """`(w, Pi^T V)` for a Monarch matrix `Pi^T C Pi` similar by a permutation to a
+    block-diagonal `C` (each block taken as Hermitian): one diagonal-free factor, the others
+    diagonal, and permutations that cancel around it (see `block_diagonal_similarity`).
+    `V` is the BlockDiag of `C`'s blocks' eigenvectors: `O(nb p^3)`. Otherwise the dense
+    eigendecomposition, `O(n^3)`."""
+    found = similar_block_diagonal(A)
+    if found is None:
+        return dense_eigh(A)
+    blocks, src_in = found
+    backend = A.backend
+    w, V = backend.eigh(blocks)
+    vectors = BlockDiag(V)
+    if not np.array_equal(src_in, np.arange(src_in.shape[0])):
+        back = backend.asarray(np.argsort(src_in), device=A.device)  # Pi_in^T
+        vectors = Product(Permutation(back, A.dtype), vectors)
+    return backend.reshape(w, (-1,)), vectors
+
+
+@dispatch
+def structured_eigh(A: GeneralizedMonarch):
+    return block_diagonal_similarity(A) is not None
+
+
+@dispatch
+def _exact_path(A: GeneralizedMonarch, operation: object):
+    if operation == "eigh":
+        return "dense" if block_diagonal_similarity(A) is None else "structured"
+    return rules._exact_path.resolve(LinearOperator, object)(A, operation)

@@ -11,8 +11,13 @@ from structlin import _checks
 from structlin._checks import dense_backend
 from structlin._convert import convert_array, static_dtype, static_meta
 from structlin._dispatch import dispatch
-from structlin.backends import Array, Backend, Device, DType, backend_of, is_array
+from structlin.backends import Array, Backend, Device, DType, backend_of, get_backend, is_array
+from structlin.expressions.product import Product
+from structlin.expressions.scalar_mul import ScalarMul
+from structlin.expressions.sum import Sum
 from structlin.operator import LinearOperator
+from structlin.operators.diagonal import Diagonal
+from structlin.operators.identity import Identity
 
 
 class Permutation(LinearOperator):
@@ -291,8 +296,6 @@ def transpose(A: StridePermutation):
 @dispatch
 def compose(A: StridePermutation, B: StridePermutation):
     if A.rows == B.cols and A.cols == B.rows:
-        from structlin.operators.identity import Identity
-
         return Identity(A.shape[0], _checks.common_dtype((A, B), A.backend), A.backend, A.device)
     return _wrap(_backend(A).take(B.perm, A.perm, 0), _checks.common_dtype((A, B), _backend(A)))
 
@@ -317,3 +320,87 @@ def components(A: Permutation):
 @dispatch
 def components(A: StridePermutation):
     return ()
+
+
+# -- the eigendecomposition of a symmetric permutation ------------------------------------------
+# A permutation matrix is orthogonal, and symmetric exactly when it is its own inverse (an
+# involution, perm[perm[i]] == i): then it is a product of disjoint swaps (i j) and fixed
+# points. Each swap has the eigenvectors (e_i + e_j)/sqrt 2 (eigenvalue 1) and
+# (e_i - e_j)/sqrt 2 (eigenvalue -1), each fixed point e_i (eigenvalue 1): the eigenvector
+# matrix is Q = diag(a) + P diag(b), two entries per column, applied in O(n). Any other
+# permutation is unitary but not Hermitian (its eigenvalues are roots of unity, off the
+# real line), so `eigh`, which takes its argument as Hermitian, refuses it.
+
+
+def _involution(A: Permutation, what: str) -> None:
+    """Raise `ValueError` for a permutation that is not symmetric (checked where the indices
+    are concrete, i.e. everywhere but inside a JAX trace)."""
+    backend = _backend(A)
+    if not backend.is_concrete(A.perm):
+        return
+    perm = backend.to_numpy(A.perm)
+    bad = np.flatnonzero(perm[perm] != np.arange(perm.shape[0]))
+    if bad.size:
+        raise ValueError(
+            f"{what}: a Permutation is symmetric (Hermitian) only when it is its own inverse, "
+            f"perm[perm[i]] == i, which fails at i = {bad[:10].tolist()}; a general "
+            "permutation is unitary with eigenvalues on the unit circle: use "
+            "numpy.linalg.eig(P.to_dense()) for those, or symmetrise it (P + P.T)"
+        )
+
+
+@dispatch
+def eigh(A: Permutation):
+    """`(w, Q)` of a symmetric permutation (an involution): `w` is `-1` at the larger index of
+    each swapped pair and `1` elsewhere, `Q = diag(a) + P diag(b)` with the pairs' vectors
+    `(e_i +- e_j)/sqrt 2`; `O(n)` to build and to apply, not sorted.
+
+    Raises:
+        ValueError: the permutation is not its own inverse (not Hermitian; unchecked
+            inside `jax.jit`, where the indices have no values).
+    """
+    _involution(A, "eigh")
+    backend, dtype, device = dense_backend(A)
+    index = backend.arange(A.shape[0], device)
+    zeros = backend.zeros((A.shape[0],), dtype, device)
+    half = zeros + math.sqrt(0.5)
+    up, down, fixed = A.perm > index, A.perm < index, A.perm == index
+    # Column i: a_i e_i + b_i e_perm[i]; (e_i + e_j)/sqrt 2 at the smaller index i of a
+    # pair, (e_j - e_i)/sqrt 2 at the larger one, e_i at a fixed point.
+    a = backend.where(up, half, backend.where(down, -half, zeros + 1))
+    b = backend.where(fixed, zeros, half)
+    w = backend.where(down, zeros - 1, zeros + 1)
+    vectors = Sum(Diagonal(a), Product(_wrap(A.perm, dtype), Diagonal(b)))
+    vectors._set(_disjoint_terms=True)  # b is zero where P has its diagonal: see abs_squared
+    return backend.real(w), vectors
+
+
+@dispatch
+def structured_eigh(A: Permutation):
+    return True
+
+
+@dispatch
+def abs_squared(A: Permutation):
+    return A  # entries 0 and 1
+
+
+@dispatch
+def monomial(A: Permutation):
+    return True
+
+
+@dispatch
+def matrix_function(A: Permutation, f: object):
+    """`f(P) = f(1) (I + P)/2 + f(-1) (I - P)/2` of a symmetric permutation (an involution:
+    `(I +- P)/2` are the projections on its eigenvalues `+-1`), `O(1)`; its `diag`, `trace`
+    and products stay `O(n)`.
+
+    Raises:
+        ValueError: the permutation is not its own inverse (as `eigh`).
+    """
+    _involution(A, f.name)
+    numpy = get_backend("numpy")
+    plus, minus = (float(v) for v in numpy.to_numpy(f(numpy, numpy.asarray([1.0, -1.0]))))
+    identity = Identity(A.shape[0], A.dtype, A.backend, A.device)
+    return Sum(ScalarMul((plus + minus) / 2, identity), ScalarMul((plus - minus) / 2, A))
