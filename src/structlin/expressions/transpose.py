@@ -146,6 +146,12 @@ def inv(A: Transpose):
 
 
 @dispatch
+def pinv(A: Transpose):
+    # (A^T)^+ = (A^+)^T and (A^H)^+ = (A^+)^H
+    return (adjoint if A.conjugate else transpose)(pinv(A.op))
+
+
+@dispatch
 def slogdet(A: Transpose):
     sign, logabsdet = slogdet(A.op)
     return _conj(A, sign), logabsdet
