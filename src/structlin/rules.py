@@ -174,12 +174,12 @@ def pinv_array(a: object) -> object:
     m, n = a.shape[-2:]
     if S.shape[-1] == 0:
         return backend.swap_last(a)
-    largest = backend.sum(S[..., :1], axis=-1)[..., None]  # S descends
-    kept = S > pinv_cutoff(S.dtype, m, n) * largest
+    kept = pinv_cutoff(S.dtype, m, n) * S[..., :1] < S  # S descends: S[..., :1] is the largest
     # `where` twice: the discarded entries' 1/s must not be inf, or their gradient is NaN.
     inverse = backend.where(kept, 1 / backend.where(kept, S, 1 + 0 * S), 0 * S)
     return backend.matmul(
-        backend.conj(backend.swap_last(Vh)) * inverse[..., None, :], backend.conj(backend.swap_last(U))
+        backend.conj(backend.swap_last(Vh)) * inverse[..., None, :],
+        backend.conj(backend.swap_last(U)),
     )
 
 

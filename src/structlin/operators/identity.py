@@ -314,6 +314,8 @@ def structured_eigh(A: Sum):
 
 @dispatch
 def _exact_path(A: Sum, operation: object):
+    if operation == "pinv":
+        return "dense"  # no structured pseudo-inverse of a sum
     if operation in ("solve", "inv", "slogdet", "eigh"):
         return "dense" if shifted(A) is None else "shifted"
     return "structured"

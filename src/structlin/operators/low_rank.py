@@ -133,7 +133,7 @@ def pinv(A: LowRank):
     m, n = A.shape
     if S.shape[0] == 0:
         return _wrap(b.zeros((n, 0), A.dtype, A.device), b.zeros((0, m), A.dtype, A.device))
-    kept = S > pinv_cutoff(S.dtype, m, n) * S[:1]
+    kept = pinv_cutoff(S.dtype, m, n) * S[:1] < S
     inverse = b.where(kept, 1 / b.where(kept, S, 1 + 0 * S), 0 * S)
     left = b.matmul(b.conj(b.swap_last(Q2h)), b.conj(b.swap_last(Wh)))  # Q_2 W, (n, k)
     right = b.conj(b.swap_last(b.matmul(P1, P)))  # (P_1 P)^H, (k, m)
