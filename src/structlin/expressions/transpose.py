@@ -152,6 +152,13 @@ def pinv(A: Transpose):
 
 
 @dispatch
+def _exact_path(A: Transpose, operation: object):
+    if operation == "pinv":  # the transpose of the operator's, as structured as that is
+        return _exact_path(A.op, operation)
+    return _exact_path.resolve(LinearOperator, object)(A, operation)
+
+
+@dispatch
 def slogdet(A: Transpose):
     sign, logabsdet = slogdet(A.op)
     return _conj(A, sign), logabsdet
