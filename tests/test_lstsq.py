@@ -60,7 +60,10 @@ def test_lstsq_and_pinv_match_numpy(backend: str, dtype: str) -> None:
     arr = _arr(backend, dtype)
     rtol = RTOL[dtype] * 10
     tol = 1e-6 if dtype == "float32" else 1e-12
-    for name, a in _matrices(rng).items():
+    matrices = _matrices(rng)
+    if backend == "jax":  # each new shape compiles: the hardest case stands for the others
+        matrices = {"rank-deficient": matrices["rank-deficient"]}
+    for name, a in matrices.items():
         a = a.astype(dtype).astype(np.float64)  # the matrix the backend holds
         B = rng.standard_normal((a.shape[0], 3))
         B[:, 1] = 0.0
@@ -78,7 +81,7 @@ def test_lstsq_and_pinv_match_numpy(backend: str, dtype: str) -> None:
         assert_close(X, expected, rtol * 10, f"{name} LSQR")
         assert to_numpy(X)[:, 1].tolist() == [0.0] * a.shape[1]  # a zero column stays zero
         if backend == "jax":
-            continue  # each LSQR compiles its loop: once per matrix is enough
+            continue  # each LSQR compiles its loop: once is enough
         x = sl.lstsq(sl.Dense(arr(a)), arr(B[:, 2]), alg=sl.LSQR(tol=tol))
         assert x.shape == (a.shape[1],)
         assert_close(x, expected[:, 2], rtol * 10, f"{name} LSQR vector")
@@ -91,7 +94,9 @@ def test_lsqr_damp_is_ridge_regression(backend: str, dtype: str) -> None:
     arr = _arr(backend, dtype)
     tol = 1e-6 if dtype == "float32" else 1e-12
     matrices = list(_matrices(rng).values())
-    for a in matrices[1:] if backend == "jax" else matrices:  # each compiles LSQR's loop
+    if backend == "jax" and dtype == "float32":
+        pytest.skip("each LSQR compiles its loop on JAX: float64 checks the damped one")
+    for a in matrices[1:2] if backend == "jax" else matrices:
         a = a.astype(dtype).astype(np.float64)
         B = rng.standard_normal((a.shape[0], 2)).astype(dtype).astype(np.float64)
         for damp in (1.0,) if backend == "jax" else (0.1, 1.0):
@@ -107,6 +112,8 @@ def test_lsqr_damp_is_ridge_regression(backend: str, dtype: str) -> None:
 def test_structured_pseudo_inverses(backend: str, dtype: str) -> None:
     """Each structure's rule keeps the structure and matches `numpy.linalg.pinv` of its
     dense matrix; `lstsq` takes it (`explain` says "structured")."""
+    if backend == "jax" and dtype == "float32":
+        pytest.skip("each eager JAX operation compiles: float64 checks the rules on JAX")
     rng = np.random.default_rng(2)
     arr = _arr(backend, dtype)
     a, b = rng.standard_normal((3, 2)), rng.standard_normal((2, 4))
@@ -132,17 +139,18 @@ def test_structured_pseudo_inverses(backend: str, dtype: str) -> None:
         "Inverse": (sl.Inverse(sl.Dense(arr(a[:2])) + sl.Identity(2)), sl.Sum),
     }
     for name, (op, kind) in cases.items():
-        dense = to_numpy(op.to_dense()).astype(np.float64)
         P = sl.pinv(op)
         assert isinstance(P, kind), (name, type(P))
         assert P.shape == op.shape[::-1], name
-        rcond = _rcond(dense, dtype)
-        assert_close(P.to_dense(), np.linalg.pinv(dense, rcond=rcond), RTOL[dtype] * 10, name)
         plan = sl.explain(sl.lstsq, op, arr(np.ones(op.shape[0])))
         assert plan.path == ("svd" if kind is sl.Dense else "structured"), name
         b_ = rng.standard_normal(op.shape[0])
+        P, x, dense = P.to_dense(), sl.lstsq(op, arr(b_)), op.to_dense()
+        dense = to_numpy(dense).astype(np.float64)
+        rcond = _rcond(dense, dtype)
+        assert_close(P, np.linalg.pinv(dense, rcond=rcond), RTOL[dtype] * 10, name)
         expected = np.linalg.lstsq(dense, b_.astype(dtype).astype(np.float64), rcond=rcond)[0]
-        assert_close(sl.lstsq(op, arr(b_)), expected, RTOL[dtype] * 10, f"{name} lstsq")
+        assert_close(x, expected, RTOL[dtype] * 10, f"{name} lstsq")
     # A Dense's pseudo-inverse is dense, and its path the SVD; a PseudoInverse's is its operator.
     assert sl.explain(sl.pinv, sl.Dense(arr(a))).path == "svd"
     S = sl.Dense(arr(a)) + sl.Dense(arr(a))
@@ -171,6 +179,37 @@ def test_pinv_is_not_inv_of_a_singular_operator() -> None:
     )
 
 
+def _gradients(backend: str, f: Any, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> list[Any]:
+    """The gradients of `sum(f(A, B) * c)` with respect to `A` and `B` at `(a, b)`."""
+    if backend == "torch":
+        import torch
+
+        A, B = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        (f(A, B) * torch.tensor(c)).sum().backward()
+        return [A.grad, B.grad]
+    import jax
+    import jax.numpy as jnp
+
+    def loss(A: Any, B: Any) -> Any:
+        return jnp.sum(f(A, B) * c)
+
+    return list(jax.jit(jax.grad(loss, (0, 1)))(jnp.asarray(a), jnp.asarray(b)))
+
+
+def _dense_least_squares(backend: str, damp: float) -> Any:
+    """`A^+ B`, or `(A^T A + damp^2 I)^{-1} A^T B`, in the library itself."""
+    if backend == "torch":
+        import torch as lib
+    else:
+        import jax.numpy as lib
+
+    def ridge(A: Any, B: Any) -> Any:
+        eye = lib.eye(A.shape[1], dtype=A.dtype)
+        return lib.linalg.solve(A.T @ A + damp**2 * eye, A.T @ B)
+
+    return ridge if damp else lambda A, B: lib.linalg.pinv(A) @ B
+
+
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_lsqr_gradients_match_dense(backend: str) -> None:
     """Implicit gradients of LSQR with respect to the operator's array and `b` against those
@@ -179,44 +218,23 @@ def test_lsqr_gradients_match_dense(backend: str) -> None:
     pytest.importorskip(backend)
     rng = np.random.default_rng(3)
     mats = _matrices(rng)
-    cases = [(mats["tall"], 0.0), (mats["wide"], 0.0), (mats["tall"], 0.5), (mats["wide"], 0.5)]
-    cases.append((mats["rank-deficient"], 0.0))
+    cases = [(mats["tall"], 0.0), (mats["wide"], 0.5)]
+    if backend == "torch":  # JAX compiles each case: these two stand for the others there
+        cases += [(mats["wide"], 0.0), (mats["tall"], 0.5), (mats["rank-deficient"], 0.0)]
     for a, damp in cases:
         b = rng.standard_normal((a.shape[0], 2))
         c = rng.standard_normal((a.shape[1], 2))
+        expected = _gradients(backend, _dense_least_squares(backend, damp), a, b, c)
         alg = sl.LSQR(tol=1e-13, damp=damp)
-        if backend == "torch":
-            import torch
-
-            def grads(f: Any) -> tuple[np.ndarray, np.ndarray]:
-                A_, B_ = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
-                (f(A_, B_) * torch.tensor(c)).sum().backward()
-                return A_.grad.numpy(), B_.grad.numpy()
-
-            eye = torch.eye(a.shape[1], dtype=torch.float64)
-            ridge = lambda A, B: torch.linalg.solve(A.T @ A + damp**2 * eye, A.T @ B)  # noqa: E731
-            exact = ridge if damp else lambda A, B: torch.linalg.pinv(A) @ B
-        else:
-            import jax
-            import jax.numpy as jnp
-
-            def grads(f: Any) -> tuple[np.ndarray, np.ndarray]:
-                loss = lambda A, B: jnp.sum(f(A, B) * c)  # noqa: E731
-                gA, gB = jax.jit(jax.grad(loss, (0, 1)))(jnp.asarray(a), jnp.asarray(b))
-                return np.asarray(gA), np.asarray(gB)
-
-            eye = jnp.eye(a.shape[1])
-            ridge = lambda A, B: jnp.linalg.solve(A.T @ A + damp**2 * eye, A.T @ B)  # noqa: E731
-            exact = ridge if damp else lambda A, B: jnp.linalg.pinv(A) @ B
-        expected = grads(exact)
-        got = grads(lambda A, B: sl.lstsq(sl.Dense(A), B, alg=alg))
+        got = _gradients(backend, lambda A, B, alg=alg: sl.lstsq(sl.Dense(A), B, alg=alg), a, b, c)
         for g, e in zip(got, expected, strict=True):
-            assert_close(g, e, 1e-8, f"{a.shape} damp {damp}")
-        if damp == 0:  # the dense SVD, and a structured rule, differentiate too
-            got = grads(lambda A, B: sl.lstsq(sl.Dense(A), B))
-            assert_close(got[0], expected[0], 1e-8, "svd")
-            got = grads(lambda A, B: sl.lstsq(sl.Kron(sl.Dense(A), sl.Identity(1)), B))
-            assert_close(got[0], expected[0], 1e-8, "Kron")
+            assert_close(g, to_numpy(e), 1e-8, f"{a.shape} damp {damp}")
+        if damp == 0 and a.shape[0] > a.shape[1]:  # the dense SVD and a structured rule too
+            got = _gradients(backend, lambda A, B: sl.lstsq(sl.Dense(A), B), a, b, c)
+            assert_close(got[0], to_numpy(expected[0]), 1e-8, "svd")
+            kron = lambda A, B: sl.lstsq(sl.Kron(sl.Dense(A), sl.Identity(1)), B)  # noqa: E731
+            got = _gradients(backend, kron, a, b, c)
+            assert_close(got[0], to_numpy(expected[0]), 1e-8, "Kron")
 
 
 def test_auto_picks_lsqr_for_large_operators_without_a_rule() -> None:
@@ -227,7 +245,8 @@ def test_auto_picks_lsqr_for_large_operators_without_a_rule() -> None:
     small = sl.Auto(dense_limit=4, tol=1e-12)
     assert sl.explain(sl.lstsq, S, b).path == "svd"
     plan = sl.explain(sl.lstsq, S, b, alg=small)
-    assert plan.path == "lsqr" and "dense_limit = 4" in plan.reason
+    assert plan.path == "lsqr"
+    assert "dense_limit = 4" in plan.reason
     expected = np.linalg.lstsq(a, b, rcond=None)[0]
     assert_close(sl.lstsq(S, b, alg=small), expected, 1e-9, "Auto lsqr")
     # A Dense keeps its SVD at any size; a structured rule stays first.
@@ -236,10 +255,11 @@ def test_auto_picks_lsqr_for_large_operators_without_a_rule() -> None:
     assert sl.explain(sl.lstsq, K, np.ones(27), alg=small).path == "structured"
     # pinv with LSQR: a lazy pseudo-inverse that runs it, also as planned by Auto.
     for P in (sl.pinv(S, alg=sl.LSQR(tol=1e-12)), small.plan("pinv", S).run(S)):
-        assert isinstance(P, sl.PseudoInverse) and P.alg is not None
+        assert isinstance(P, sl.PseudoInverse)
+        assert P.alg is not None
         assert_close(P @ b, expected, 1e-9, "pinv LSQR")
         assert_close(P.to_dense(), np.linalg.pinv(a), 1e-9, "pinv LSQR dense")
-    print(sl.explain(sl.pinv, S, alg=small))
+    assert "each application runs LSQR" in sl.explain(sl.pinv, S, alg=small).cost
 
 
 def test_errors_and_convergence_warnings() -> None:
@@ -257,7 +277,7 @@ def test_errors_and_convergence_warnings() -> None:
         sl.lsqr(A, np.ones(4), damp=float("nan"))
     with pytest.raises(ValueError, match="on_failure"):
         sl.LSQR(on_failure="never")
-    with pytest.raises(TypeError, match="does not compute lstsq; use alg=sl.LSQR"):
+    with pytest.raises(TypeError, match=r"does not compute lstsq; use alg=sl\.LSQR"):
         sl.lstsq(A, np.ones(4), alg=sl.CG())
     with pytest.raises(TypeError, match="does not compute pinv"):
         sl.pinv(A, alg=sl.LU())
@@ -272,5 +292,6 @@ def test_errors_and_convergence_warnings() -> None:
         sl.lstsq(sl.Dense(ill), b, alg=sl.LSQR(max_iters=3, on_failure="raise"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        x, info = sl.lsqr(sl.Dense(ill), b, max_iters=3)
-    assert not bool(info.converged.all()) and int(info.iterations) == 3
+        _, info = sl.lsqr(sl.Dense(ill), b, max_iters=3)
+    assert not bool(info.converged.all())
+    assert int(info.iterations) == 3
