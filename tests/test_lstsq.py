@@ -295,3 +295,25 @@ def test_errors_and_convergence_warnings() -> None:
         _, info = sl.lsqr(sl.Dense(ill), b, max_iters=3)
     assert not bool(info.converged.all())
     assert int(info.iterations) == 3
+
+
+def test_complex_lsqr_and_its_gradients() -> None:
+    """A complex operator: LSQR against NumPy, and (PyTorch's convention for complex
+    gradients) its implicit gradients against those of `torch.linalg.pinv`."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((7, 4)) + 1j * rng.standard_normal((7, 4))
+    b = rng.standard_normal(7) + 1j * rng.standard_normal(7)
+    c = torch.tensor(rng.standard_normal(4) + 1j * rng.standard_normal(4))
+    x = sl.lstsq(sl.Dense(a), b, alg=sl.LSQR(tol=1e-13))
+    assert_close(x, np.linalg.lstsq(a, b, rcond=None)[0], 1e-10, "complex LSQR")
+
+    def gradients(f: Any) -> list[Any]:
+        A, B = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        (f(A, B) * c).real.sum().backward()
+        return [A.grad, B.grad]
+
+    expected = gradients(lambda A, B: torch.linalg.pinv(A) @ B)
+    got = gradients(lambda A, B: sl.lstsq(sl.Dense(A), B, alg=sl.LSQR(tol=1e-13)))
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, to_numpy(e), 1e-9, "complex gradient")
