@@ -187,6 +187,7 @@ BUILT_INS: dict[str, Any] = {
     "Transpose": lambda: sl.Transpose(_L),
     "Adjoint": lambda: sl.Adjoint(sl.Dense(np.eye(6) + 1j * np.ones((6, 6)))),
     "Inverse": lambda: sl.Inverse(_D + _L),
+    "PseudoInverse": lambda: sl.PseudoInverse(_D + _L),
     "Symmetric": lambda: sl.Symmetric(_D + _D.T),
     "PSD": lambda: sl.PSD(_D @ _D.T),
     "Spectral": lambda: sl.Spectral(sl.Dense(np.linalg.qr(_D.to_dense())[0]), np.arange(1.0, 7.0)),

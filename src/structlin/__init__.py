@@ -14,6 +14,7 @@ from structlin import algorithms, backends, mup, pytree, rules
 from structlin.algorithms import (
     CG,
     GMRES,
+    LSQR,
     LU,
     MINRES,
     SLQ,
@@ -24,6 +25,7 @@ from structlin.algorithms import (
     SolveInfo,
     cg,
     gmres,
+    lsqr,
     minres,
 )
 from structlin.errors import (
@@ -37,6 +39,7 @@ from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense
 from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
+from structlin.expressions.pseudo_inverse import PseudoInverse
 from structlin.expressions.scalar_mul import ScalarMul
 from structlin.expressions.spectral import Spectral
 from structlin.expressions.sum import Sum
@@ -53,7 +56,9 @@ from structlin.functions import (
     is_symmetric,
     log,
     logdet,
+    lstsq,
     matmat,
+    pinv,
     pow,
     project,
     rmatmat,
@@ -110,6 +115,7 @@ __all__ = [
     "Identity",
     "Inverse",
     "Kron",
+    "LSQR",
     "LU",
     "Lanczos",
     "LinearOperator",
@@ -120,6 +126,7 @@ __all__ = [
     "PSD",
     "Permutation",
     "Product",
+    "PseudoInverse",
     "ScalarMul",
     "SLQ",
     "SingularOperatorError",
@@ -156,9 +163,12 @@ __all__ = [
     "is_symmetric",
     "log",
     "logdet",
+    "lsqr",
+    "lstsq",
     "matmat",
     "minres",
     "mup",
+    "pinv",
     "pow",
     "project",
     "pytree",

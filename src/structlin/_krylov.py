@@ -1,5 +1,5 @@
-"""Krylov methods written once over the backend operations: the cores of CG, GMRES, MINRES
-and stochastic Lanczos quadrature.
+"""Krylov methods written once over the backend operations: the cores of CG, GMRES, MINRES,
+LSQR and stochastic Lanczos quadrature.
 
 Each core takes `matvec(V) = A @ V` on an `(n, k)` array and works on all `k` columns at
 once, every column stopping at its own tolerance. Loops are `Backend.while_loop` (a Python
@@ -307,6 +307,86 @@ def minres(
     final = backend.while_loop(cond, body, state)
     i, X, phibar = final[0], final[1], final[-1]
     return X, _record(backend, i, phibar, beta1, threshold, tol)
+
+
+# -- LSQR -------------------------------------------------------------------------------------
+
+
+def lsqr(
+    matvec: Matvec,
+    rmatvec: Matvec,
+    B: Array,
+    tol: float,
+    atol: float,
+    max_iters: int,
+) -> tuple[Array, SolveInfo]:
+    """LSQR (Paige and Saunders, 1982) on the columns of `B`, after SciPy's `lsqr`:
+    `argmin ||A x - b||` of least norm, from products with `A` (`matvec`) and `A^H`
+    (`rmatvec`) only. Golub-Kahan bidiagonalisation from `b`, with a Givens QR of the
+    bidiagonal matrix; mathematically CG on the normal equations `A^H A x = A^H b`, but
+    without forming them. From `x = 0` every iterate lies in the row space of `A`, so
+    the limit is the least-norm solution. Every coefficient is real, one per column.
+
+    A column stops when `||r|| <= max(tol (||b|| + ||A|| ||x||), atol)` (a consistent
+    system) or `||A^H r|| <= tol ||A|| ||r||` (a least-squares one), with `||A||` the
+    Frobenius norm of the bidiagonal matrix so far, and `r = b - A x` from the recurrence.
+    """
+    backend = backend_of(B)
+
+    def safe(x: Array) -> Array:
+        return backend.where(x > 0, x, 1 + 0 * x)
+
+    bnorm = _norm(backend, B)
+    U = B / safe(bnorm)
+    V = rmatvec(U)
+    alpha = _norm(backend, V)
+    V = V / safe(alpha)
+
+    def done(rnorm: Array, arnorm: Array, anorm: Array, xnorm: Array) -> Array:
+        consistent = rnorm <= backend.where(
+            tol * (bnorm + anorm * xnorm) > atol, tol * (bnorm + anorm * xnorm), atol + 0 * rnorm
+        )
+        return consistent | (arnorm <= tol * anorm * rnorm)
+
+    zeros = 0 * bnorm
+    finished = done(bnorm, alpha * bnorm, zeros, zeros)
+    # i, X, U, V, W, alpha, rhobar, phibar (= ||r||), anorm^2, finished
+    state = (_zero(backend, B), 0 * V, U, V, V, alpha, alpha, bnorm, zeros, finished)
+
+    def cond(state: tuple[Array, ...]) -> Array:
+        i, *_, finished = state
+        return (i < max_iters) & backend.any(~finished)
+
+    def body(state: tuple[Array, ...]) -> tuple[Array, ...]:
+        i, X, U, V, W, alpha, rhobar, phibar, anorm2, finished = state
+        # The next step of the bidiagonalisation: beta u = A v - alpha u, alpha v = A^H u - beta v.
+        U = matvec(V) - alpha * U
+        beta = _norm(backend, U)
+        U = U / safe(beta)
+        anorm2 = anorm2 + alpha * alpha + beta * beta
+        V = rmatvec(U) - beta * V
+        alpha = _norm(backend, V)
+        V = V / safe(alpha)
+        # The rotation that eliminates beta from the bidiagonal matrix.
+        rho = safe(backend.sqrt(rhobar * rhobar + beta * beta))
+        c, s = rhobar / rho, beta / rho
+        theta, rhobar = s * alpha, -c * alpha
+        phi, phibar = c * phibar, s * phibar
+        X = X + (phi / rho) * W
+        W = V - (theta / rho) * W
+        anorm = backend.sqrt(anorm2)
+        now = done(phibar, alpha * backend.abs(c) * phibar, anorm, _norm(backend, X))
+        new = (X, U, V, W, alpha, rhobar, phibar, anorm2, now)
+        old = state[1:]
+        kept = tuple(
+            backend.where(finished[None, :] if len(b.shape) == 2 else finished, b, a)
+            for a, b in zip(new, old, strict=True)
+        )
+        return (i + 1, *kept)
+
+    i, X, *_, phibar, _, finished = backend.while_loop(cond, body, state)
+    safe_b = safe(bnorm)
+    return X, SolveInfo(i, phibar / safe_b, finished, backend.asarray(tol) + 0 * safe_b[:1].sum())
 
 
 # -- stochastic Lanczos quadrature ------------------------------------------------------------

@@ -49,11 +49,13 @@ from structlin.errors import ConvergenceError, ConvergenceWarning
 from structlin.expressions.annotations import PSD
 from structlin.expressions.dense import Dense
 from structlin.expressions.inverse import Inverse
+from structlin.expressions.pseudo_inverse import PseudoInverse
 from structlin.operator import LinearOperator
 
 __all__ = [
     "CG",
     "GMRES",
+    "LSQR",
     "LU",
     "MINRES",
     "SLQ",
@@ -66,6 +68,7 @@ __all__ = [
     "SolveInfo",
     "cg",
     "gmres",
+    "lsqr",
     "minres",
     "plan",
 ]
@@ -79,12 +82,14 @@ class Plan:
     """What a call runs, as [`explain`][structlin.explain] reports it.
 
     Attributes:
-        operation: `"solve"`, `"inv"`, `"slogdet"`, `"eigh"`, `"trace"` or `"diag"`.
+        operation: `"solve"`, `"inv"`, `"slogdet"`, `"eigh"`, `"trace"`, `"diag"`,
+            `"lstsq"` or `"pinv"`.
         path: `"structured"` (a rule of the operator's structure), `"shifted"` (`B + c I`
             through `B`'s eigendecomposition), `"eigenbasis"` (a sum of terms in one
-            eigenbasis: `A + f(A)`, `A + D` with monomial eigenvectors), `"cholesky"`, `"lu"`, `"dense"` (another
-            dense computation: a dense eigendecomposition or diagonal), `"cg"`,
-            `"gmres"`, `"minres"`, `"lanczos"`, `"hutchinson"` or `"slq"`.
+            eigenbasis: `A + f(A)`, `A + D` with monomial eigenvectors), `"cholesky"`,
+            `"lu"`, `"svd"` (the dense SVD of a pseudo-inverse), `"dense"` (another dense
+            computation: a dense eigendecomposition or diagonal), `"cg"`, `"gmres"`,
+            `"minres"`, `"lsqr"`, `"lanczos"`, `"hutchinson"` or `"slq"`.
         algorithm: The algorithm object that runs it.
         reason: Why this path (for `Auto`: the rule that decided).
         cost: The cost, in words and, for the dense paths, in flops.
@@ -180,6 +185,8 @@ class Algorithm:
                 "eigh": "sl.Lanczos()",
                 "trace": "sl.Hutchinson()",
                 "diag": "sl.Hutchinson()",
+                "lstsq": "sl.LSQR()",
+                "pinv": "sl.LSQR()",
             }[operation]
             return self._refuse(operation, others)
         return method(A, B)
@@ -520,7 +527,7 @@ class MINRES(_Iterative):
         )
 
 
-def _check_convergence(info: SolveInfo, alg: _Iterative) -> None:
+def _check_convergence(info: SolveInfo, alg: _Iterative | LSQR) -> None:
     backend = backend_of(info.residual)
     if not backend.is_concrete(info.residual):
         return
@@ -745,6 +752,117 @@ class SLQ(Algorithm):
 
 
 @dataclass(frozen=True)
+class LSQR(Algorithm):
+    """LSQR (Paige and Saunders), for least squares with any operator, rectangular or
+    rank-deficient: only products `A @ V` and `A^H @ U`.
+
+    Solves `min ||A x - b||^2 + damp^2 ||x||^2`: with `damp = 0` the least-squares
+    solution of least norm (as `numpy.linalg.lstsq` gives it, to the tolerance); with
+    `damp > 0` ridge regression, `(A^H A + damp^2 I)^{-1} A^H b`. Mathematically CG on
+    the normal equations, but by the Golub-Kahan bidiagonalisation of `A`, which never
+    forms `A^H A` and so loses less accuracy to its squared condition number. Each
+    iteration costs one product with `A` and one with `A^H` and `O((m + n) k)`; in exact
+    arithmetic it converges in at most `min(m, n)` iterations, in practice in about
+    `cond(A)` times a few (`sqrt(cond(A^H A + damp^2 I))`).
+
+    Batched over the columns of the right-hand side (each column stops on its own), and
+    runs under `jax.jit`. Differentiable with respect to `b` and the operator's arrays by
+    implicit differentiation, not through the iterations: the backward pass is two more
+    LSQR runs on `[A; damp I]` and its adjoint, from the derivative of the pseudo-inverse
+    (Golub and Pereyra), which for full column rank or `damp > 0` is that of the normal
+    equations, `d x = N^{-1} (dA^H r - A^H dA x)` with `N = A^H A + damp^2 I` and
+    `r = b - A x`. For `damp = 0` it assumes the rank stays the same nearby (the
+    pseudo-inverse jumps where it changes), as `torch.linalg.pinv`'s gradient does.
+
+    A column stops when `||r|| <= max(tol (||b|| + ||A|| ||x||), atol)` (a consistent
+    system) or `||A^H r|| <= tol ||A|| ||r||` (the least-squares optimum), `||A||` being
+    LSQR's running estimate of the Frobenius norm and `r` the residual of the stacked
+    problem `[A; damp I] x ~ [b; 0]`; or after `max_iters` iterations, then it warns with
+    a [`ConvergenceWarning`][structlin.ConvergenceWarning] (or raises
+    [`ConvergenceError`][structlin.ConvergenceError] with `on_failure="raise"`).
+    [`lsqr`][structlin.lsqr] returns the convergence record.
+
+    For `lstsq` and `pinv` (a lazy [`PseudoInverse`][structlin.PseudoInverse] that runs
+    LSQR on each application). `Auto` picks it for the least squares of an operator larger
+    than its `dense_limit` with no structured pseudo-inverse.
+
+    Args:
+        tol: Relative tolerance; `None` for `1e-8` in double precision, `1e-5` in single.
+        atol: Absolute tolerance on `||r||`.
+        max_iters: At most this many iterations; `None` for `10 min(m, n)`.
+        damp: The ridge parameter, `>= 0`.
+        on_failure: `"warn"`, `"raise"` or `"ignore"` when the tolerance is not reached.
+
+    Raises:
+        ValueError: `damp` is negative or not finite, `max_iters` is negative, or
+            `on_failure` is not one of the three.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Dense(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))  # tall
+        >>> b = np.array([1.0, 2.0, 4.0])
+        >>> x = sl.lstsq(A, b, alg=sl.LSQR(tol=1e-12))
+        >>> bool(np.allclose(x, np.linalg.lstsq(A.to_dense(), b, rcond=None)[0]))
+        True
+        >>> ridge = sl.lstsq(A, b, alg=sl.LSQR(tol=1e-12, damp=1.0))
+        >>> a = A.to_dense()
+        >>> bool(np.allclose(ridge, np.linalg.solve(a.T @ a + np.eye(2), a.T @ b)))
+        True
+    """
+
+    tol: float | None = None
+    atol: float = 0.0
+    max_iters: int | None = None
+    damp: float = 0.0
+    on_failure: str = "warn"
+
+    _name = "lsqr"
+    _hint = "add damp > 0 (ridge) if the operator is ill-conditioned"
+
+    def __post_init__(self) -> None:
+        if self.on_failure not in ("warn", "raise", "ignore"):
+            raise ValueError(
+                f"LSQR: on_failure must be 'warn', 'raise' or 'ignore', got {self.on_failure!r}"
+            )
+        if self.max_iters is not None:
+            _checks.size(self.max_iters, "LSQR max_iters", minimum=0)
+        _damp(self.damp, "LSQR")
+
+    def _cost(self, A: LinearOperator, B: Array | None) -> str:
+        m, n = A.shape
+        iters = self.max_iters if self.max_iters is not None else 10 * min(m, n)
+        return (
+            f"at most {iters} iterations, each one product with {_describe(A)} and one with "
+            f"its adjoint on {_columns(B)} column(s), and O((m + n) k)"
+        )
+
+    def _plan_lstsq(self, A: LinearOperator, B: Array | None) -> Plan:
+        return Plan("lstsq", "lsqr", self, "alg=LSQR()", self._cost(A, B), self.lstsq)
+
+    def _plan_pinv(self, A: LinearOperator, B: Array | None) -> Plan:
+        cost = "O(1) to build; each application runs LSQR (see lstsq)"
+        run = lambda A: PseudoInverse(A, alg=self)  # noqa: E731
+        return Plan("pinv", "lsqr", self, "alg=LSQR()", cost, run)
+
+    def lstsq(self, A: LinearOperator, B: Array) -> Array:
+        """The least-squares solution for a 2-D `B`, warning or raising as `on_failure` says."""
+        X, info = lsqr(A, B, tol=self.tol, atol=self.atol, max_iters=self.max_iters, damp=self.damp)
+        if self.on_failure != "ignore":
+            _check_convergence(info, self)
+        return X
+
+
+def _damp(damp: Any, name: str) -> float:
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not damp >= 0:
+        raise ValueError(
+            f"{name}: damp must be a finite number >= 0 (the ridge parameter), got {damp!r}"
+        )
+    if not np.isfinite(damp):
+        raise ValueError(f"{name}: damp must be finite, got {damp!r}")
+    return float(damp)
+
+
+@dataclass(frozen=True)
 class Auto(Algorithm):
     """The default: the exact structured rule where one exists, then a dense factorisation
     while `n` is small, then an iterative method for a large operator.
@@ -772,7 +890,10 @@ class Auto(Algorithm):
     rules, then dense Cholesky (PSD) or LU, but for a PSD operator above `dense_limit`
     the stochastic estimate of [`SLQ`][structlin.SLQ] (with its defaults: 30 probes, 30
     steps, seed 0), since it has no exact iterative method; a `Dense` operator keeps its
-    exact Cholesky. `eigh`, `trace` and `diag`
+    exact Cholesky. `lstsq` and `pinv` take the structured pseudo-inverse, then the dense
+    SVD (a `Dense` operator at any size), and [`LSQR`][structlin.LSQR] for an operator
+    with `max(m, n) > dense_limit`; an inverse is never taken for a pseudo-inverse, since
+    they agree only for a nonsingular operator. `eigh`, `trace` and `diag`
     take the structured rule, else the dense computation. The choice reads types only,
     never values, so it is the same under `jax.jit`. [`explain`][structlin.explain] shows it.
 
@@ -903,6 +1024,38 @@ class Auto(Algorithm):
             why = _shift_reason(A, path)
         return Plan("eigh", path, self, why, _eigh_cost(A), rules.eigh)
 
+    def _plan_lstsq(self, A: LinearOperator, B: Array | None) -> Plan:
+        return self._plan_least_squares("lstsq", A, B)
+
+    def _plan_pinv(self, A: LinearOperator, B: Array | None) -> Plan:
+        return self._plan_least_squares("pinv", A, B)
+
+    def _plan_least_squares(self, operation: str, A: LinearOperator, B: Array | None) -> Plan:
+        run = _apply_pinv if operation == "lstsq" else rules.pinv
+        if self._path("pinv", A) == "structured":
+            why = f"{type(A).__name__} has a structured pseudo-inverse"
+            return Plan(operation, "structured", self, why, _structured_cost(A), run)
+        m, n = A.shape
+        if max(m, n) > self.dense_limit and not _is_dense_matrix(A):
+            alg = LSQR(tol=self.tol, max_iters=self.max_iters)
+            why = (
+                f"{_describe(A)} has no structured pseudo-inverse and max(m, n) > "
+                f"dense_limit = {self.dense_limit}"
+            )
+            plan = alg.plan(operation, A, B)
+            return Plan(operation, "lsqr", self, why, plan.cost, plan.run)
+        why = f"{_describe(A)} has no structured pseudo-inverse: the dense SVD"
+        if _is_dense_matrix(A):
+            why = f"{_describe(A)} is a dense matrix, already in memory: its SVD"
+        k = min(m, n)
+        cost = (
+            f"thin SVD: O(m n min(m, n)) with (m, n) = ({m}, {n}), about {4 * m * n * k + 8 * k**3:.2g} "
+            f"flops and {8 * m * n / 2**20:.3g} MiB (float64) for the dense matrix"
+        )
+        if operation == "pinv" and not _is_dense_matrix(A):
+            cost = f"O(1) to build; each application a {cost}"
+        return Plan(operation, "svd", self, why, cost, run)
+
     def _plan_trace(self, A: LinearOperator, B: Array | None) -> Plan:
         return self._plan_diagonal("trace", A, rules.trace)
 
@@ -920,6 +1073,11 @@ class Auto(Algorithm):
             return Plan(operation, "dense", self, why, cost, run)
         why = f"{type(A).__name__} has a structured {operation} rule"
         return Plan(operation, "structured", self, why, _structured_cost(A), run)
+
+
+def _apply_pinv(A: LinearOperator, B: Array) -> Array:
+    """`A^+ B` through the pseudo-inverse's rule (structured, or the dense SVD)."""
+    return rules.matmat(rules.pinv(A), B)
 
 
 def _is_dense_matrix(A: LinearOperator) -> bool:
@@ -1162,3 +1320,121 @@ def minres(
     return _solve_iteratively(
         "minres", A, B, _krylov.minres, tol, atol, max_iters, preconditioner, symmetric=True
     )
+
+
+def lsqr(
+    A: LinearOperator,
+    B: Array,
+    *,
+    tol: float | None = None,
+    atol: float = 0.0,
+    max_iters: int | None = None,
+    damp: float = 0.0,
+) -> tuple[Array, SolveInfo]:
+    """`argmin ||A X - B||^2 + damp^2 ||X||^2` (of least norm) by LSQR, and its convergence record.
+
+    The function behind [`LSQR`][structlin.LSQR] (see there for the method, the stopping
+    rule and the differentiation), for callers who want the record: a
+    [`SolveInfo`][structlin.SolveInfo] with the iterations, `||r|| / ||b||` per column
+    (the residual of `[A; damp I] x ~ [b; 0]`, which need not be small for a
+    least-squares problem) and whether each column met the stopping rule. It does not
+    warn; `sl.lstsq(A, B, alg=sl.LSQR(...))` does.
+
+    Args:
+        A: An operator of shape `(m, n)`, any `m` and `n`.
+        B: Array of shape `(m,)` or `(m, k)`.
+        tol: As for [`LSQR`][structlin.LSQR].
+        atol: As for `LSQR`.
+        max_iters: As for `LSQR`.
+        damp: As for `LSQR`.
+
+    Raises:
+        ValueError: `B` does not have `m` rows, or `damp` is negative.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Dense(np.array([[1.0, 1.0]]))  # wide: x1 + x2 = 2 has many solutions
+        >>> x, info = sl.lsqr(A, np.array([2.0]), tol=1e-12)
+        >>> x, bool(info.converged.all())  # the one of least norm
+        (array([1., 1.]), True)
+    """
+    from structlin import functions
+
+    m, n = A.shape
+    B, A = functions._operand(A, B, "lsqr(A, b)", 0, size=m)
+    damp = _damp(damp, "lsqr")
+    backend = backend_of(B)
+    vector = len(B.shape) == 1
+    if vector:
+        B = backend.reshape(B, (-1, 1))
+    k = B.shape[1]
+    tol = _default_tol(backend, B.dtype) if tol is None else float(tol)
+    if max_iters is None:
+        iters = 10 * max(1, min(m, n))
+    else:
+        iters = _checks.size(max_iters, "lsqr max_iters", minimum=0)
+
+    leaves, treedef = pytree.tree_flatten(A)
+    where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
+
+    def rebuild(arrays: list[Array]) -> LinearOperator:
+        filled = list(leaves)
+        for i, x in zip(where, arrays, strict=True):
+            filled[i] = x
+        return pytree.tree_unflatten(treedef, filled)
+
+    def stacked(arrays: list[Array]) -> tuple[Callable[[Array], Array], Callable[[Array], Array]]:
+        """Products with `[A; damp I]` and its adjoint (`A` and `A^H` for `damp = 0`)."""
+        op = rebuild(arrays)
+        op_h = rules.adjoint(op)
+        if damp == 0:
+            return (lambda V: rules.matmat(op, V)), (lambda U: rules.matmat(op_h, U))
+
+        def matvec(V: Array) -> Array:
+            return backend.concatenate([rules.matmat(op, V), damp * V], axis=0)
+
+        def rmatvec(U: Array) -> Array:
+            return rules.matmat(op_h, U[:m]) + damp * U[m:]
+
+        return matvec, rmatvec
+
+    def core(matvec: Callable[[Array], Array], rmatvec: Callable[[Array], Array], rhs: Array):
+        return _krylov.lsqr(matvec, rmatvec, rhs, tol, float(atol), iters)
+
+    def padded(B: Array) -> Array:
+        if damp == 0:
+            return B
+        return backend.concatenate([B, backend.zeros((n, B.shape[1]), B.dtype, backend.device(B))])
+
+    def forward(arrays: list[Array]) -> tuple[Array, SolveInfo]:
+        B, *leaf_arrays = arrays
+        return core(*stacked(leaf_arrays), padded(B))
+
+    def backward(arrays: list[Array], X: Array, G: Array) -> list[Array | None]:
+        # The derivative of x = C^+ c for C = [A; damp I], c = [b; 0] (Golub and Pereyra):
+        # dx = -C^+ dC x + C^+ C^{+H} dC^H r + (I - C^+ C) dC^H C^{+H} x, with r = c - C x.
+        # Its adjoint for the cotangent g: dc = u and dC = -u x^H + r w^H + v h^H, with
+        # u = C^{+H} g, w = C^+ u, v = C^{+H} x and h = (I - C^+ C) g; each a least-squares
+        # solve with C or C^H. For damp > 0, C has full column rank: v = h = 0.
+        B, *leaf_arrays = arrays
+        matvec, rmatvec = stacked(leaf_arrays)
+        R = padded(B) - matvec(X)
+        if damp > 0:
+            U, _ = core(rmatvec, matvec, G)
+            W, _ = core(matvec, rmatvec, U)
+            left, right = [U, R], [-X, W]
+        else:
+            UV, _ = core(rmatvec, matvec, backend.concatenate([G, X], axis=1))
+            U, V = UV[:, :k], UV[:, k:]
+            WP, _ = core(matvec, rmatvec, backend.concatenate([U, matvec(G)], axis=1))
+            W, H = WP[:, :k], G - WP[:, k:]
+            left, right = [U, R, V], [-X, W, H]
+        cotangent = backend.concatenate([Y[:m] for Y in left], axis=1)
+        columns = backend.concatenate(right, axis=1)
+        grads = backend.vjp(lambda ls: rules.matmat(rebuild(ls), columns), leaf_arrays, cotangent)
+        return [U[:m], *grads]
+
+    X, info = backend.custom_vjp(forward, backward, [B, *(leaves[i] for i in where)])
+    if vector:
+        X = backend.reshape(X, (-1,))
+    return X, info

@@ -44,7 +44,9 @@ __all__ = [
     "is_symmetric",
     "log",
     "logdet",
+    "lstsq",
     "matmat",
+    "pinv",
     "project",
     "rmatmat",
     "slogdet",
@@ -114,8 +116,11 @@ def _plain_rmatmat(X: Any, A: LinearOperator) -> Array | None:
     return impl(X, A)
 
 
-def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, LinearOperator]:
-    """Check `X` against `A` and bring both to a common dtype."""
+def _operand(
+    A: LinearOperator, X: Any, what: str, axis: int, size: int | None = None
+) -> tuple[Any, LinearOperator]:
+    """Check `X` against `A` and bring both to a common dtype. `X.shape[axis]` must be
+    `size`: by default `A.shape[1]` for `axis = 0` (`A @ X`), `A.shape[0]` otherwise."""
     if not is_array(X):
         raise TypeError(
             f"{what}: expected an array, got {type(X).__name__}; convert it with {asarray_hint()}"
@@ -132,7 +137,8 @@ def _operand(A: LinearOperator, X: Any, what: str, axis: int) -> tuple[Any, Line
             f"{what}: the array has dtype {X.dtype}; structlin operators act on floating-point "
             "or complex arrays, cast it first (e.g. x.astype(numpy.float64) or x.double())"
         )
-    size = A.shape[1] if axis == 0 else A.shape[0]
+    if size is None:
+        size = A.shape[1] if axis == 0 else A.shape[0]
     if len(X.shape) == 0 or X.shape[axis] != size:
         raise ValueError(
             f"{what}: operator of shape {_checks.shape_str(A.shape)} cannot act on an array of "
@@ -401,6 +407,85 @@ def solve(A: LinearOperator, B: Array, alg: Algorithm | None = None) -> Array:
     return run(A, B)
 
 
+def lstsq(A: LinearOperator, B: Array, alg: Algorithm | None = None) -> Array:
+    """The least-squares solution of least norm of `A X ~ B`, for an operator of any shape
+    and rank: `A^+ B`, as `numpy.linalg.lstsq(A, B, rcond=None)[0]` gives it.
+
+    `B` has shape `(m,)` or `(m, k)`, the result `(n,)` or `(n, k)`. `alg` chooses the
+    method; the default, [`Auto`][structlin.Auto], applies the structured pseudo-inverse
+    where there is one (see [`pinv`][structlin.pinv]), else the dense SVD (singular values
+    at most `max(m, n) eps` times the largest count as zero), and for an operator with
+    `max(m, n)` above its `dense_limit` (4096) and no structured pseudo-inverse,
+    [`LSQR`][structlin.LSQR], from products only; a [`Dense`][structlin.Dense] keeps its
+    SVD at any size. `alg=sl.LSQR(damp=...)` solves the ridge problem
+    `min ||A X - B||^2 + damp^2 ||X||^2` instead. [`explain`][structlin.explain]`(sl.lstsq, A, B)`
+    says which path a call takes.
+
+    For a square nonsingular `A` the result is `solve(A, B)`, but `lstsq` never assumes
+    that: a structured inverse (a Kron's, a Monarch's) is not used in place of a
+    pseudo-inverse.
+
+    Raises:
+        ValueError: `B` does not have `m` rows or has more than 2 dimensions, or a matrix
+            to decompose has inf or nan entries.
+        TypeError: `B` is not a floating-point array of `A`'s backend, or `alg` does not
+            solve least-squares problems.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> A = sl.Kron(np.array([[1.0], [1.0]]), np.eye(2))  # 4 x 2: two copies of x
+        >>> sl.lstsq(A, np.array([1.0, 2.0, 3.0, 4.0]))  # their mean
+        array([2., 3.])
+        >>> sl.explain(sl.lstsq, A, np.ones(4)).path
+        'structured'
+    """
+    B, A = _operand(A, B, "lstsq(A, b)", 0, size=A.shape[0])
+    if len(B.shape) > 2:
+        raise ValueError(
+            f"lstsq(A, b): b must have shape (m,) or (m, k) with m = {A.shape[0]}, got "
+            f"{_checks.shape_str(B.shape)}"
+        )
+    backend = backend_of(B)
+    run = algorithms.plan("lstsq", A, alg, B).run
+    if len(B.shape) == 1:
+        return backend.reshape(run(A, backend.reshape(B, (-1, 1))), (-1,))
+    return run(A, B)
+
+
+def pinv(A: LinearOperator, alg: Algorithm | None = None) -> LinearOperator:
+    """The Moore-Penrose pseudo-inverse `A^+` of an `m x n` operator, an `n x m` operator;
+    `pinv(A) @ B` is [`lstsq`][structlin.lstsq]`(A, B)`.
+
+    Structured where the structure allows: a [`Diagonal`][structlin.Diagonal] inverts its
+    nonzero entries (those above `n eps` times the largest in magnitude; the others stay
+    zero), a [`Kron`][structlin.Kron] is the Kron of its factors' pseudo-inverses (any
+    factor shapes), a [`BlockDiag`][structlin.BlockDiag] the BlockDiag of its blocks'
+    (one batched SVD), a [`LowRank`][structlin.LowRank] `U V` a LowRank again, from thin
+    SVDs of the factors (`O((m + n) r^2)`), `c A` is `A^+ / c`, `(A^T)^+ = (A^+)^T`, a
+    Permutation's is its transpose, an Identity's itself, a [`Dense`][structlin.Dense]'s
+    the dense pseudo-inverse by its SVD. Otherwise a lazy
+    [`PseudoInverse`][structlin.PseudoInverse], which solves with the dense SVD on each
+    application, or above `Auto`'s `dense_limit` with [`LSQR`][structlin.LSQR];
+    `alg=sl.LSQR(...)` forces that.
+
+    Structured rules drop singular values below a cutoff relative to the largest of each
+    part they decompose (a Kron factor, a block), which for a nearly rank-deficient part
+    can differ from the cutoff of the whole matrix that `numpy.linalg.pinv` applies. A
+    structured inverse is never used: `A^+ = A^{-1}` only for a nonsingular `A`.
+
+    Examples:
+        >>> import numpy as np, structlin as sl
+        >>> sl.pinv(sl.Diagonal(np.array([2.0, 0.0, 4.0]))).diag  # zero stays zero
+        array([0.5 , 0.  , 0.25])
+        >>> P = sl.pinv(sl.Kron(np.array([[1.0, 2.0]]), np.eye(2)))  # 2 x 4 -> 4 x 2
+        >>> type(P).__name__, P.shape
+        ('Kron', (4, 2))
+    """
+    if alg is None and max(A.shape) <= algorithms.Auto.dense_limit:
+        return rules.pinv(A)
+    return algorithms.plan("pinv", A, alg).run(A)
+
+
 def to_dense(A: LinearOperator) -> Array:
     """The `(m, n)` array `A` represents; also spelled `A.to_dense()`.
 
@@ -595,7 +680,8 @@ def explain(function: Any, A: LinearOperator, *args: Any, alg: Algorithm | None 
 
     `function` is one of [`solve`][structlin.solve], [`inv`][structlin.inv],
     [`slogdet`][structlin.slogdet], [`logdet`][structlin.logdet], [`eigh`][structlin.eigh],
-    [`trace`][structlin.trace] and [`diag`][structlin.diag]. The
+    [`trace`][structlin.trace], [`diag`][structlin.diag], [`lstsq`][structlin.lstsq] and
+    [`pinv`][structlin.pinv]. The
     [`Plan`][structlin.algorithms.Plan] it returns has the `path` (`"structured"`,
     `"shifted"`, `"cholesky"`, `"lu"`, `"cg"`, ...), the `reason` and the `cost`;
     `print` shows all three. Reads types, never values.
@@ -621,12 +707,14 @@ def explain(function: Any, A: LinearOperator, *args: Any, alg: Algorithm | None 
         eigh: "eigh",
         trace: "trace",
         diag: "diag",
+        lstsq: "lstsq",
+        pinv: "pinv",
     }
     operation = operations.get(function)
     if operation is None:
         raise TypeError(
             "explain: function must be sl.solve, sl.inv, sl.slogdet, sl.logdet, sl.eigh, "
-            f"sl.trace or sl.diag, got {function!r}"
+            f"sl.trace, sl.diag, sl.lstsq or sl.pinv, got {function!r}"
         )
     B = args[0] if args else None
     return algorithms.plan(operation, A, alg, B)

@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import typing
 
+import numpy as np
+
 from structlin._checks import dense_backend
 from structlin._dispatch import Rule, dense_method, dispatch, is_dense_method
 from structlin.backends import backend_of
@@ -69,6 +71,7 @@ __all__ = [
     "eigh",
     "matrix_function",
     "inv",
+    "pinv",
     "is_psd",
     "is_symmetric",
     "matmat",
@@ -144,8 +147,44 @@ def dense_slogdet(A: LinearOperator) -> tuple[object, object]:
     return backend.slogdet(dense)
 
 
+def machine_epsilon(dtype: object) -> float:
+    """The spacing of floating-point numbers of `dtype` (of any backend) at 1: its real part's."""
+    name = str(dtype).removeprefix("torch.")
+    if name == "bfloat16":  # unknown to NumPy
+        return 2.0**-7
+    if name == "complex32":
+        name = "float16"
+    return float(np.finfo(np.dtype(name)).eps)
+
+
+def pinv_cutoff(dtype: object, m: int, n: int) -> float:
+    """The relative cutoff of the pseudo-inverse of an `m x n` matrix: singular values at
+    most `max(m, n) eps` times the largest count as zero, as `numpy.linalg.lstsq` with
+    `rcond=None` and `torch.linalg.pinv` take them."""
+    return max(m, n, 1) * machine_epsilon(dtype)
+
+
+def pinv_array(a: object) -> object:
+    """The Moore-Penrose pseudo-inverse of a (batch of) matrices `(..., m, n)` by the thin
+    SVD `a = U diag(s) V^H`: `V diag(s^+) U^H`, where `s^+` inverts the singular values
+    above [`pinv_cutoff`][structlin.rules.pinv_cutoff] times the largest and leaves the
+    others zero; `O(m n min(m, n))` per matrix, differentiable where the rank is constant."""
+    backend = backend_of(a)
+    U, S, Vh = backend.svd(a)
+    m, n = a.shape[-2:]
+    if S.shape[-1] == 0:
+        return backend.swap_last(a)
+    kept = pinv_cutoff(S.dtype, m, n) * S[..., :1] < S  # S descends: S[..., :1] is the largest
+    # `where` twice: the discarded entries' 1/s must not be inf, or their gradient is NaN.
+    inverse = backend.where(kept, 1 / backend.where(kept, S, 1 + 0 * S), 0 * S)
+    return backend.matmul(
+        backend.conj(backend.swap_last(Vh)) * inverse[..., None, :],
+        backend.conj(backend.swap_last(U)),
+    )
+
+
 def exact_path(A: LinearOperator, operation: str) -> str:
-    """How `operation` (`"solve"`, `"inv"`, `"slogdet"`, `"eigh"`) runs on `A` by its
+    """How `operation` (`"solve"`, `"inv"`, `"slogdet"`, `"eigh"`, `"pinv"`) runs on `A` by its
     rules: `"dense"` where the rule that matches works on the dense matrix (the generic
     fallbacks, `Dense`), `"shifted"` for `B + c I` solved through `B`'s structured
     eigendecomposition, `"structured"` otherwise. Reads types only, never values."""
@@ -154,7 +193,7 @@ def exact_path(A: LinearOperator, operation: str) -> str:
 
 @dispatch
 def _exact_path(A: LinearOperator, operation: object):
-    rule = {"solve": solve, "inv": inv, "slogdet": slogdet, "eigh": eigh}[operation]
+    rule = {"solve": solve, "inv": inv, "slogdet": slogdet, "eigh": eigh, "pinv": pinv}[operation]
     types = (type(A), object) if operation == "solve" else (type(A),)
     return "dense" if is_dense_method(rule.resolve(*types)) else "structured"
 
@@ -259,6 +298,15 @@ def adjoint(A):
 def inv(A):
     """`A^{-1}`. Structures register a structured inverse; the fallback is a lazy
     [`Inverse`][structlin.Inverse]."""
+
+
+@dispatch.declare
+def pinv(A):
+    """The Moore-Penrose pseudo-inverse `A^+` of an `m x n` operator, an `n x m` operator.
+    Structures register a structured one (Diagonal: the reciprocals of the nonzero
+    entries; Kron: the Kron of the factors' pseudo-inverses); the fallback is a lazy
+    [`PseudoInverse`][structlin.PseudoInverse] that solves the least-squares problem
+    with the dense SVD."""
 
 
 @dispatch.declare

@@ -88,6 +88,7 @@ def operators(backend: str, dtype: str) -> dict[str, sl.LinearOperator]:
         "Transpose": sl.Transpose(user),
         "Adjoint": sl.Adjoint(user),
         "Inverse": sl.Inverse(sl.Dense(well_conditioned(4)) + sl.Diagonal(arr(np.ones(4)))),
+        "PseudoInverse": sl.PseudoInverse(sl.Dense(a(4, 3)) + sl.Dense(a(4, 3))),
         "user operator": user,
         # Annotations and eigendecompositions travel as structlin operators (for now).
         "PSD": sl.PSD(sl.Diagonal(arr(np.ones(4)))),

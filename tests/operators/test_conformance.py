@@ -185,6 +185,17 @@ def inverse(g: Gen) -> Built:
     )
 
 
+def pseudo_inverse(g: Gen) -> Built:
+    """A lazy `PseudoInverse` of a tall or wide Sum (which has no structured one)."""
+    n, p = g.size(), g.size(1, 3)
+    t = np.concatenate([g.well_conditioned(n, n), 0.3 * g.normal(p, n)])
+    t = t if g.choice([True, False]) else t.T
+    return Built(
+        lambda arr: sl.PseudoInverse(sl.Dense(arr(t / 2)) + sl.Dense(arr(t / 2))),
+        np.linalg.pinv(t),
+    )
+
+
 class Toeplitz(sl.LinearOperator):
     """A user-defined operator with only a `matmat` rule: exercises every generic fallback.
 
@@ -307,6 +318,7 @@ CASES = [
     difference,
     scalar_mul,
     inverse,
+    pseudo_inverse,
     user_operator,
     user_operator_expression,
     psd,

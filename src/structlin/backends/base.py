@@ -282,6 +282,25 @@ class Backend(abc.ABC):
         """
         return solve(lambda V: apply(leaves, V), B)
 
+    def custom_vjp(self, forward: Any, backward: Any, arrays: list[Array]) -> tuple[Array, Any]:
+        """`(Y, record) = forward(arrays)`, whose backward pass is `backward(arrays, Y, G)`.
+
+        For a computation that must not be differentiated through its steps (an iterative
+        solver's loop) but has a closed-form vector-Jacobian product: for the cotangent
+        `G` of `Y`, `backward` returns one cotangent per array (`None` for zero); it may
+        call [`vjp`][structlin.backends.base.Backend.vjp]. `record` is not differentiated.
+        Cotangents of complex arrays are in PyTorch's convention (the conjugate of JAX's),
+        whatever the backend.
+        Without automatic differentiation (NumPy) it is `forward(arrays)`.
+        """
+        return forward(arrays)
+
+    def vjp(self, f: Any, arrays: list[Array], cotangent: Array) -> list[Array | None]:
+        """The cotangents of `arrays` for `Y = f(arrays)` and the cotangent `cotangent` of
+        `Y` (`None` where `Y` does not depend on one, or for integer arrays), in PyTorch's
+        convention as for `custom_vjp`."""
+        return self._missing("vjp")
+
     def _missing(self, what: str) -> Any:
         raise NotImplementedError(
             f"the {self.name} backend has no `{what}`; implement `{type(self).__name__}.{what}` "

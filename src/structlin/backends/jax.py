@@ -170,6 +170,33 @@ class JaxBackend(Backend):
             has_aux=True,
         )
 
+    def custom_vjp(self, forward: Any, backward: Any, arrays: list[Array]) -> tuple[Array, Any]:
+        @jax.custom_vjp
+        def run(*arrays: Array) -> tuple[Array, Any]:
+            return forward(list(arrays))
+
+        def run_forward(*arrays: Array) -> tuple[tuple[Array, Any], Any]:
+            Y, aux = forward(list(arrays))
+            return (Y, aux), (arrays, Y)
+
+        def run_backward(saved: Any, cotangents: Any) -> tuple[Any, ...]:
+            # `backward` takes and gives cotangents in PyTorch's convention, conjugate to
+            # JAX's for complex arrays (the same for real ones).
+            arrays, Y = saved
+            grads = backward(list(arrays), Y, jnp.conj(cotangents[0]))
+            return tuple(
+                _zero_cotangent(x) if g is None else _conj(g)
+                for x, g in zip(arrays, grads, strict=True)
+            )
+
+        run.defvjp(run_forward, run_backward)
+        return run(*arrays)
+
+    def vjp(self, f: Any, arrays: list[Array], cotangent: Array) -> list[Array | None]:
+        # In PyTorch's convention, as `custom_vjp`'s `backward` wants it.
+        _, pullback = jax.vjp(lambda *xs: f(list(xs)), *arrays)
+        return [_conj(g) for g in pullback(jnp.conj(cotangent))]
+
     def sum(self, x: Array, axis: int | None = None) -> Array:
         return jnp.sum(x, axis=axis)
 
@@ -407,3 +434,14 @@ def _reshard(x: Array, spec: _Spec | None) -> Array:
     if spec is None or spec == (_explicit_spec(x) or (None,) * x.ndim):
         return x
     return jax.sharding.reshard(x, jax.sharding.PartitionSpec(*spec))
+
+
+def _zero_cotangent(x: Array) -> Array:
+    """The zero cotangent of `x`: zeros, or `float0` zeros for an integer or boolean array."""
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, dtype=jax.dtypes.float0)
+
+
+def _conj(x: Array) -> Array:
+    return jnp.conj(x) if jnp.issubdtype(x.dtype, jnp.complexfloating) else x

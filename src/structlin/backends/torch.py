@@ -224,6 +224,25 @@ class TorchBackend(Backend):
         X = _ImplicitSolve.apply(solve, apply, apply_adjoint, record, B, *leaves)
         return X, record[0]
 
+    def custom_vjp(self, forward: Any, backward: Any, arrays: list[Array]) -> tuple[Array, Any]:
+        if not torch.is_grad_enabled() or not any(x.requires_grad for x in arrays):
+            with torch.no_grad():
+                return forward(arrays)
+        record: list[Any] = []
+        Y = _CustomVJP.apply(forward, backward, record, *arrays)
+        return Y, record[0]
+
+    def vjp(self, f: Any, arrays: list[Array], cotangent: Array) -> list[Array | None]:
+        with torch.enable_grad():
+            inputs = [
+                x.detach().requires_grad_(x.is_floating_point() or x.is_complex()) for x in arrays
+            ]
+            wanted = [x for x in inputs if x.requires_grad]
+            found = iter(
+                torch.autograd.grad(f(inputs), wanted, grad_outputs=cotangent, allow_unused=True)
+            )
+        return [next(found) if x.requires_grad else None for x in inputs]
+
     def prod(self, x: Array, axis: int | None = None) -> Array:
         return x.prod() if axis is None else x.prod(dim=axis)
 
@@ -336,3 +355,25 @@ class _ImplicitSolve(torch.autograd.Function):
                 grads[i] = g
         dB_out = dB if ctx.needs_input_grad[4] else None
         return (None, None, None, None, dB_out, *grads)
+
+
+class _CustomVJP(torch.autograd.Function):
+    """`Y = forward(arrays)` without its steps on the tape, and `backward` as its
+    vector-Jacobian product (see `Backend.custom_vjp`)."""
+
+    @staticmethod
+    def forward(ctx: Any, forward: Any, backward: Any, record: list[Any], *arrays: Array) -> Array:  # type: ignore[override]
+        with torch.no_grad():
+            Y, aux = forward(list(arrays))
+        record.append(aux)
+        ctx.backward_fn = backward
+        ctx.save_for_backward(Y, *arrays)
+        return Y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, G: Array) -> tuple[Any, ...]:  # type: ignore[override]
+        Y, *arrays = ctx.saved_tensors
+        grads = ctx.backward_fn([x.detach() for x in arrays], Y.detach(), G)
+        wanted = ctx.needs_input_grad[3:]
+        return (None, None, None, *(g if w else None for g, w in zip(grads, wanted, strict=True)))

@@ -12,6 +12,7 @@ from structlin.expressions.annotations import PSD, Symmetric
 from structlin.expressions.dense import Dense, as_operator
 from structlin.expressions.inverse import Inverse
 from structlin.expressions.product import Product
+from structlin.expressions.pseudo_inverse import PseudoInverse
 from structlin.expressions.scalar_mul import ScalarMul, is_scalar
 from structlin.expressions.spectral import Spectral
 from structlin.expressions.sum import Sum
@@ -23,6 +24,7 @@ __all__ = [
     "Inverse",
     "PSD",
     "Product",
+    "PseudoInverse",
     "ScalarMul",
     "Spectral",
     "Sum",

@@ -137,6 +137,12 @@ def inv(A: Symmetric):
 
 
 @dispatch
+def pinv(A: Symmetric):
+    # The pseudo-inverse of a Hermitian (PSD) matrix is Hermitian (PSD).
+    return _rewrap(A, pinv(A.op))
+
+
+@dispatch
 def solve(A: Symmetric, B: object):
     if exact_path(A.op, "solve") == "dense":
         return dense_solve(A, B)  # Cholesky for PSD

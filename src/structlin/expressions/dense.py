@@ -7,6 +7,7 @@ from structlin._dispatch import dense_method, dispatch
 from structlin.backends import Array, asarray_hint, is_array
 from structlin.component import Component
 from structlin.operator import LinearOperator
+from structlin.rules import pinv_array
 from structlin.structure import Structure, register_structure
 
 
@@ -76,6 +77,14 @@ def adjoint(A: Dense):
 @dense_method
 def inv(A: Dense):
     return _wrap(A.backend.inv(A.array))
+
+
+@dispatch
+@dense_method
+def pinv(A: Dense):
+    """The pseudo-inverse by the thin SVD, `O(m n min(m, n))` once (see
+    [`pinv_array`][structlin.rules.pinv_array] for the cutoff)."""
+    return _wrap(pinv_array(A.array))
 
 
 @dispatch

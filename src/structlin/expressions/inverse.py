@@ -106,6 +106,12 @@ def adjoint(A: Inverse):
 
 
 @dispatch
+def pinv(A: Inverse):
+    # An `Inverse` stands for the inverse of a nonsingular `A`, whose pseudo-inverse is `A`.
+    return A.op
+
+
+@dispatch
 def slogdet(A: Inverse):
     sign, logabsdet = slogdet(A.op)
     return dense_backend(A)[0].conj(sign), -logabsdet

@@ -141,6 +141,16 @@ def inv(A: ScalarMul):
 
 
 @dispatch
+def pinv(A: ScalarMul):
+    """`(c A)^+ = A^+ / c`; for `c = 0` (where it can be read) the zero operator `0 A^H`."""
+    c = A.scalar
+    concrete = not is_array(c) or backend_of(c).is_concrete(c)
+    if concrete and c == 0:
+        return _wrap(c, adjoint(A.op))
+    return _wrap(1 / c, pinv(A.op))
+
+
+@dispatch
 def solve(A: ScalarMul, B: object):
     _check_nonzero(A)
     return solve(A.op, B) / A.scalar

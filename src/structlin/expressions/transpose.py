@@ -146,6 +146,19 @@ def inv(A: Transpose):
 
 
 @dispatch
+def pinv(A: Transpose):
+    # (A^T)^+ = (A^+)^T and (A^H)^+ = (A^+)^H
+    return (adjoint if A.conjugate else transpose)(pinv(A.op))
+
+
+@dispatch
+def _exact_path(A: Transpose, operation: object):
+    if operation == "pinv":  # the transpose of the operator's, as structured as that is
+        return _exact_path(A.op, operation)
+    return _exact_path.resolve(LinearOperator, object)(A, operation)
+
+
+@dispatch
 def slogdet(A: Transpose):
     sign, logabsdet = slogdet(A.op)
     return _conj(A, sign), logabsdet

@@ -9,6 +9,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
+from structlin.rules import pinv_array
 from structlin.structure import Structure, register_structure
 
 
@@ -141,6 +142,13 @@ def inv(A: BlockDiag):
         return _wrap(A.backend.inv(A.blocks))
     except SingularOperatorError as e:
         raise _singular_block(A, e) from None
+
+
+@dispatch
+def pinv(A: BlockDiag):
+    """The BlockDiag of the blocks' pseudo-inverses, any block shape: one batched thin SVD,
+    `O(b q p min(q, p))`. Each block drops singular values below its own cutoff."""
+    return _wrap(pinv_array(A.blocks))
 
 
 @dispatch

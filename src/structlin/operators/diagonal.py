@@ -9,6 +9,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.operator import LinearOperator
 from structlin.operators.identity import Identity
+from structlin.rules import pinv_cutoff
 
 
 class Diagonal(LinearOperator):
@@ -95,6 +96,20 @@ def inv(A: Diagonal):
 @dispatch
 def solve(A: Diagonal, B: object):
     return matmat(inv(A), B)
+
+
+@dispatch
+def pinv(A: Diagonal):
+    """`diag(d^+)`: `1 / d_i` for the entries with `|d_i| > n eps max |d|`, zero for the
+    others (the cutoff of `numpy.linalg.lstsq` with `rcond=None`); `O(n log n)` (a sort
+    finds the largest entry)."""
+    b = A.backend
+    mag = b.abs(A.diag)
+    if A.shape[0] == 0:
+        return A
+    kept = mag > pinv_cutoff(mag.dtype, *A.shape) * b.sum(b.sort(mag)[-1:])
+    # `where` twice: the dropped entries' 1/d must not be inf, or their gradient is NaN.
+    return _wrap(b.where(kept, 1 / b.where(kept, A.diag, 1 + 0 * A.diag), 0 * A.diag))
 
 
 @dispatch

@@ -229,6 +229,8 @@ def structured_eigh(A: Sum):
 
 @dispatch
 def _exact_path(A: Sum, operation: object):
+    if operation == "pinv":
+        return "dense"  # no structured pseudo-inverse of a sum
     if operation in ("solve", "inv", "slogdet", "eigh"):
         return _path(_terms(A))
     return "structured"

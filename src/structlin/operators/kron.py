@@ -132,6 +132,15 @@ def inv(A: Kron):
 
 
 @dispatch
+def pinv(A: Kron):
+    """`(A_1 ⊗ ... ⊗ A_d)^+ = A_1^+ ⊗ ... ⊗ A_d^+`, any factor shapes: the SVD of a
+    Kronecker product is the Kronecker product of the factors' SVDs. Each factor drops
+    singular values below its own cutoff (relative to its own largest), which differs from
+    the cutoff of the whole product only for nearly rank-deficient factors."""
+    return _wrap(tuple(pinv(f) for f in A.factors))
+
+
+@dispatch
 def solve(A: Kron, B: object):
     return matmat(inv(A), B)
 

@@ -11,6 +11,7 @@ from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.inverse import Inverse
 from structlin.operator import LinearOperator
+from structlin.rules import pinv_cutoff
 from structlin.structure import Structure, register_structure
 
 
@@ -115,6 +116,28 @@ def inv(A: LowRank):
 def solve(A: LowRank, B: object):
     inv(A)  # raises for a rank-deficient A
     return A.backend.solve(to_dense(A), B)
+
+
+@dispatch
+def pinv(A: LowRank):
+    """`(U V)^+` as a LowRank of rank at most `r`, from thin SVDs of the factors only:
+    `U = P_1 S_1 W_1^H` and `V = W_2 S_2 Q_2^H` give `U V = P_1 C Q_2^H` with the small
+    core `C = S_1 W_1^H W_2 S_2`; with `C = P S W^H`, `(U V)^+ = (Q_2 W) S^+ (P_1 P)^H`.
+    `O((m + n) r^2 + r^3)`, nothing `m x n`; singular values of `U V` below the cutoff of
+    `numpy.linalg.lstsq` (`max(m, n) eps` times the largest) count as zero."""
+    b = A.backend
+    P1, S1, W1h = b.svd(A.U)
+    W2, S2, Q2h = b.svd(A.V)
+    core = b.matmul(S1[:, None] * W1h, W2 * S2[None, :])
+    P, S, Wh = b.svd(core)
+    m, n = A.shape
+    if S.shape[0] == 0:
+        return _wrap(b.zeros((n, 0), A.dtype, A.device), b.zeros((0, m), A.dtype, A.device))
+    kept = pinv_cutoff(S.dtype, m, n) * S[:1] < S
+    inverse = b.where(kept, 1 / b.where(kept, S, 1 + 0 * S), 0 * S)
+    left = b.matmul(b.conj(b.swap_last(Q2h)), b.conj(b.swap_last(Wh)))  # Q_2 W, (n, k)
+    right = b.conj(b.swap_last(b.matmul(P1, P)))  # (P_1 P)^H, (k, m)
+    return _wrap(left * inverse[None, :], right)
 
 
 @dispatch

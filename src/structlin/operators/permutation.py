@@ -157,6 +157,11 @@ def inv(A: Permutation):
 
 
 @dispatch
+def pinv(A: Permutation):
+    return transpose(A)  # orthogonal: A^+ = A^T = A^{-1}
+
+
+@dispatch
 def solve(A: Permutation, B: object):
     return matmat(transpose(A), B)
 
