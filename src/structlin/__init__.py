@@ -83,6 +83,8 @@ from structlin.operators.kron import Kron
 from structlin.operators.low_rank import LowRank
 from structlin.operators.monarch import GeneralizedMonarch, Monarch
 from structlin.operators.permutation import Permutation, StridePermutation
+from structlin.operators.sparse import Sparse
+from structlin.operators.triangular import Triangular
 from structlin.operators.tt import TT
 from structlin.sharding import block_shardings
 from structlin.transforms import dct, dft, dst, hadamard, idct, idst
@@ -122,6 +124,7 @@ __all__ = [
     "ScalarMul",
     "SLQ",
     "SingularOperatorError",
+    "Sparse",
     "SolveInfo",
     "Spectral",
     "StridePermutation",
@@ -130,6 +133,7 @@ __all__ = [
     "TT",
     "Toeplitz",
     "Transpose",
+    "Triangular",
     "adjoint",
     "algorithms",
     "apply",
