@@ -68,6 +68,7 @@ from structlin.functions import (
 from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
 from structlin.operators.block_diag import BlockDiag
+from structlin.operators.block_diagonal import BlockDiagonal
 from structlin.operators.btt import BTT
 from structlin.operators.circulant import (
     Circulant,
@@ -96,6 +97,7 @@ __all__ = [
     "Auto",
     "BTT",
     "BlockDiag",
+    "BlockDiagonal",
     "CG",
     "Cholesky",
     "Circulant",

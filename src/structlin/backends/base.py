@@ -429,7 +429,9 @@ class Backend(abc.ABC):
         by default a gather of `X`'s rows and a scatter-add into the result (`O(nnz k)`
         memory); the libraries' sparse products replace it."""
         scaled = values[:, None] * self.take(X, cols, 0)
-        return self.index_add(self.zeros((m, X.shape[1]), scaled.dtype, self.device(X)), rows, scaled)
+        return self.index_add(
+            self.zeros((m, X.shape[1]), scaled.dtype, self.device(X)), rows, scaled
+        )
 
     def sparse_entries(self, x: Any) -> tuple[Array, Array, Array, tuple[int, int]] | None:
         """`(values, rows, cols, shape)` of a 2-D sparse matrix of this library (`rows` and

@@ -130,9 +130,7 @@ class Sparse(LinearOperator):
         return int(self.values.shape[0])
 
 
-def _checked(
-    values: Any, rows: Any, cols: Any, shape: Any, check_indices: bool
-) -> dict[str, Any]:
+def _checked(values: Any, rows: Any, cols: Any, shape: Any, check_indices: bool) -> dict[str, Any]:
     """The fields of a `Sparse`, checked: indices in the backend's index dtype."""
     if not is_array(values):
         raise TypeError(
@@ -313,4 +311,3 @@ def to(A: Sparse, dtype: object, device: object, backend: object):
         return convert_array(x, None, device, None)
 
     return _wrap(values, indices(A.rows), indices(A.cols), A.shape)
-
