@@ -47,6 +47,10 @@ def test_numpy_solves_with_scipy_sparse_lu() -> None:
     b = rng.standard_normal((8, 3))
     np.testing.assert_allclose(sl.solve(S, b), np.linalg.solve(D, b))
     np.testing.assert_allclose(S.inv() @ b, np.linalg.solve(D, b))
+    big = sl.Auto(dense_limit=4)  # exact at any size: no iterative method is planned
+    assert sl.explain(sl.solve, S, b, alg=big).path == "structured"
+    assert sl.explain(sl.inv, S, alg=big).path == "structured"
+    np.testing.assert_allclose(sl.solve(S, b, alg=big), np.linalg.solve(D, b))
     Z = sl.Sparse(M.multiply(scipy.sparse.csr_array(np.arange(8) != 0)))  # column 0 zeroed
     sign, logabsdet = sl.slogdet(Z)
     assert float(sign) == 0.0

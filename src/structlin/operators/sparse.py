@@ -262,7 +262,9 @@ def _factor(A: Sparse) -> Any:
 
 @dispatch
 def _exact_path(A: Sparse, operation: object):
-    if operation in ("solve", "slogdet") and A.backend.has_sparse_factor():
+    # With a sparse LU (NumPy and SciPy): solve and slogdet factorise sparsely, and the lazy
+    # inverse `inv` builds solves with each application.
+    if operation in ("solve", "slogdet", "inv") and A.backend.has_sparse_factor():
         return "structured"
     return "dense"
 
