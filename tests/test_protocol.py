@@ -173,6 +173,11 @@ BUILT_INS: dict[str, Any] = {
     "Permutation": lambda: sl.Permutation(np.array([2, 0, 1, 5, 3, 4])),
     "StridePermutation": lambda: sl.Permutation.stride(2, 3),
     "BlockDiag": lambda: sl.BlockDiag(rng.standard_normal((2, 3, 3))),
+    "BlockDiagonal": lambda: sl.BlockDiagonal([_D, sl.Kron(np.eye(2), np.ones((2, 2)))]),
+    "Sparse": lambda: sl.Sparse.from_coo(
+        np.array([1.0, 2.0, 3.0]), np.array([0, 5, 2]), np.array([3, 1, 2]), (6, 6)
+    ),
+    "Triangular": lambda: sl.Triangular(_D.to_dense()),
     "Kron": lambda: sl.Kron(rng.standard_normal((2, 2)), sl.Diagonal(np.ones(3))),
     "LowRank": lambda: _L,
     "Monarch": lambda: sl.Monarch.random(6, 6, nblocks=2, rng=0),

@@ -74,6 +74,7 @@ from structlin.interop import from_cola, to_cola, to_scipy
 from structlin.operator import LinearOperator
 from structlin.operators import eigenbasis as _eigenbasis  # noqa: F401 (registers rules)
 from structlin.operators.block_diag import BlockDiag
+from structlin.operators.block_diagonal import BlockDiagonal
 from structlin.operators.btt import BTT
 from structlin.operators.circulant import (
     Circulant,
@@ -89,6 +90,8 @@ from structlin.operators.kron import Kron
 from structlin.operators.low_rank import LowRank
 from structlin.operators.monarch import GeneralizedMonarch, Monarch
 from structlin.operators.permutation import Permutation, StridePermutation
+from structlin.operators.sparse import Sparse
+from structlin.operators.triangular import Triangular
 from structlin.operators.tt import TT
 from structlin.sharding import block_shardings
 from structlin.transforms import dct, dft, dst, hadamard, idct, idst
@@ -100,6 +103,7 @@ __all__ = [
     "Auto",
     "BTT",
     "BlockDiag",
+    "BlockDiagonal",
     "CG",
     "Cholesky",
     "Circulant",
@@ -130,6 +134,7 @@ __all__ = [
     "ScalarMul",
     "SLQ",
     "SingularOperatorError",
+    "Sparse",
     "SolveInfo",
     "Spectral",
     "StridePermutation",
@@ -138,6 +143,7 @@ __all__ = [
     "TT",
     "Toeplitz",
     "Transpose",
+    "Triangular",
     "adjoint",
     "algorithms",
     "apply",

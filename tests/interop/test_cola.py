@@ -74,6 +74,11 @@ def operators(backend: str, dtype: str) -> dict[str, sl.LinearOperator]:
         "Permutation": sl.Permutation(arr(rng.permutation(5))),
         "StridePermutation": sl.Permutation.stride(2, 3),
         "BlockDiag": sl.BlockDiag(a(3, 2, 4)),
+        "BlockDiagonal": sl.BlockDiag([a(2, 3), sl.Diagonal(a(2))]),
+        "Sparse": sl.Sparse.from_coo(
+            a(3), arr(np.array([0, 2, 2])), arr(np.array([1, 0, 1])), (3, 2)
+        ),
+        "Triangular": sl.Triangular(a(3, 3), lower=False),
         "Kron": sl.Kron(a(2, 3), sl.Diagonal(a(3)), sl.Identity(2)),
         "LowRank": sl.LowRank(a(5, 2), a(2, 4)),
         "Monarch": M1,

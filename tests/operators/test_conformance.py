@@ -302,6 +302,59 @@ def shifted_kron(g: Gen) -> Built:
     )
 
 
+def sparse(g: Gen) -> Built:
+    """COO triples with repeated positions (which add up); invertible with its diagonal."""
+    m = g.size()
+    n = m if g.choice([True, False]) else g.size()
+    a = g.well_conditioned(m, m) if m == n else g.normal(m, n)
+    mask = g.rng.uniform(size=(m, n)) < 0.5
+    if m == n:
+        mask |= np.eye(n, dtype=bool)
+    rows, cols = np.nonzero(mask)
+    values = a[rows, cols]
+    # Split each entry of the first row in two halves at the same position.
+    first = rows == 0
+    rows, cols = np.concatenate([rows, rows[first]]), np.concatenate([cols, cols[first]])
+    values = np.concatenate([values, values[first] / 2])
+    values[np.flatnonzero(first)] /= 2
+    ref = np.where(mask, a, 0)
+    return Built(
+        lambda arr: sl.Sparse.from_coo(arr(values), arr(rows), arr(cols), (m, n)),
+        ref,
+        invertible=m == n,
+        structured_inverse=False,
+    )
+
+
+def triangular(g: Gen) -> Built:
+    """Either triangle of a matrix whose other half is not zero (and is ignored)."""
+    n = g.size()
+    lower = g.choice([True, False])
+    a = g.well_conditioned(n, n)
+    ref = np.tril(a) if lower else np.triu(a)
+    return Built(lambda arr: sl.Triangular(arr(a), lower), ref, invertible=True)
+
+
+def block_diagonal(g: Gen) -> Built:
+    """Blocks of unequal shapes and structures: a Dense, a Kron of a Diagonal, an Identity."""
+    if g.choice([True, False]):
+        p, q = g.size(1, 3), g.size(1, 2)
+        a, f = g.well_conditioned(p, p), g.well_conditioned(q, q)
+        d = g.round(g.rng.uniform(0.5, 2, 2))
+        ref = scipy.linalg.block_diag(a, np.kron(f, np.diag(d)), np.eye(2))
+        return Built(
+            lambda arr: sl.BlockDiag(
+                [arr(a), sl.Kron(arr(f), sl.Diagonal(arr(d))), sl.Identity(2)]
+            ),
+            ref,
+            invertible=True,
+        )
+    blocks = [g.normal(g.size(1, 3), g.size(1, 3)) for _ in range(g.size(1, 3))]
+    return Built(
+        lambda arr: sl.BlockDiag([arr(b) for b in blocks]), scipy.linalg.block_diag(*blocks)
+    )
+
+
 CASES = [
     dense,
     identity,
@@ -309,6 +362,9 @@ CASES = [
     permutation,
     stride_permutation,
     block_diag,
+    block_diagonal,
+    sparse,
+    triangular,
     kron,
     kron_structured,
     low_rank,

@@ -412,6 +412,63 @@ class Backend(abc.ABC):
         out = self.result_type(L.dtype, b.dtype)
         return self.astype(self._cholesky_solve(self.astype(L, wide), self.astype(b, wide)), out)
 
+    def solve_triangular(self, a: Array, b: Array, lower: bool) -> Array:
+        """`t^{-1} b` for the lower (`lower=True`) or upper triangle `t` of a (batch of)
+        square `a`, `O(n^2 k)`: the entries of `a` on the other side of the diagonal are
+        not read. A zero on the diagonal gives inf or nan entries, as in the libraries
+        (the callers check the diagonal first); ValueError for non-finite `a`."""
+        self.refuse_non_finite(a, "solve_triangular")
+        wide = self.factor_dtype(a.dtype)
+        if wide is a.dtype:
+            return self._solve_triangular(a, b, lower)
+        out = self.result_type(a.dtype, b.dtype)
+        solved = self._solve_triangular(self.astype(a, wide), self.astype(b, wide), lower)
+        return self.astype(solved, out)
+
+    def _solve_triangular(self, a: Array, b: Array, lower: bool) -> Array:
+        # A general solve of the triangle: right, at the cost of an LU (`O(n^3)`); the
+        # libraries' own triangular solves replace it.
+        return self._solve(self.triangle(a, lower), b)
+
+    def triangle(self, x: Array, lower: bool) -> Array:
+        """The lower (`lower=True`, `tril`) or upper (`triu`) triangle of the last two axes
+        of `x`, diagonal included, the other entries zero."""
+        return self._missing("triangle")
+
+    # Sparse matrices (`structlin.Sparse`) are held as COO triples of plain arrays: the
+    # entries `values`, and their `rows` and `cols` (integer arrays of the same length;
+    # repeated positions add up). A library's sparse type is made from them for each product.
+    def index_add(self, x: Array, index: Array, values: Array) -> Array:
+        """A copy of `x` with `values[i]` added to `x[index[i]]` (along axis 0; repeated
+        indices add up, indices out of range are dropped on JAX only); differentiable."""
+        return self._missing("index_add")
+
+    def sparse_matmul(self, values: Array, rows: Array, cols: Array, m: int, X: Array) -> Array:
+        """`S @ X` for the `(m, X.shape[0])` sparse matrix `S` of the COO triples, `O(nnz k)`:
+        by default a gather of `X`'s rows and a scatter-add into the result (`O(nnz k)`
+        memory); the libraries' sparse products replace it."""
+        scaled = values[:, None] * self.take(X, cols, 0)
+        return self.index_add(
+            self.zeros((m, X.shape[1]), scaled.dtype, self.device(X)), rows, scaled
+        )
+
+    def sparse_entries(self, x: Any) -> tuple[Array, Array, Array, tuple[int, int]] | None:
+        """`(values, rows, cols, shape)` of a 2-D sparse matrix of this library (`rows` and
+        `cols` in `index_dtype`), `None` if `x` is not one (a dense array, another
+        library's object); `TypeError` for a sparse layout structlin does not take."""
+        return None
+
+    def sparse_factor(self, values: Array, rows: Array, cols: Array, n: int) -> Any:
+        """An exact sparse LU factorisation of the square `n x n` matrix of the COO triples,
+        with `solve(B)` and `slogdet()`, or `None` where the library has none (the default:
+        PyTorch and JAX have no sparse direct solver on every device). Raises
+        [`SingularOperatorError`][structlin.SingularOperatorError] for a singular matrix."""
+        return None
+
+    def has_sparse_factor(self) -> bool:
+        """Whether `sparse_factor` factorises (read by the planner, without values)."""
+        return False
+
     def _eigh(self, a: Array) -> tuple[Array, Array]:
         return self._missing("_eigh")
 

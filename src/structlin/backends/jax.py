@@ -292,6 +292,46 @@ class JaxBackend(Backend):
     def _cholesky_solve(self, L: Array, b: Array) -> Array:
         return jax.scipy.linalg.cho_solve((L, True), b)
 
+    def triangle(self, x: Array, lower: bool) -> Array:
+        return jnp.tril(x) if lower else jnp.triu(x)
+
+    def _solve_triangular(self, a: Array, b: Array, lower: bool) -> Array:
+        a, b = _whole_matrices(a), _whole_matrices(b)
+        return jax.scipy.linalg.solve_triangular(a, b, lower=lower)
+
+    def index_add(self, x: Array, index: Array, values: Array) -> Array:
+        return x.at[index].add(values)
+
+    def sparse_matmul(self, values: Array, rows: Array, cols: Array, m: int, X: Array) -> Array:
+        from jax.experimental import sparse
+
+        indices = jnp.stack([rows, cols], axis=1)
+        return sparse.BCOO((values, indices), shape=(m, X.shape[0])) @ X
+
+    def sparse_entries(self, x: Any) -> tuple[Array, Array, Array, tuple[int, int]] | None:
+        import sys
+
+        sparse = sys.modules.get("jax.experimental.sparse")
+        if sparse is None or not isinstance(x, sparse.JAXSparse):
+            return None
+        if not isinstance(x, (sparse.BCOO, sparse.BCSR)):
+            raise TypeError(
+                f"Sparse takes JAX sparse matrices of type BCOO or BCSR, got "
+                f"{type(x).__name__}; convert with jax.experimental.sparse.BCOO.fromdense(x.todense())"
+            )
+        if len(x.shape) != 2 or x.n_batch or x.n_dense:
+            raise ValueError(
+                f"Sparse needs a 2-D sparse matrix, got a {type(x).__name__} of shape "
+                f"{tuple(x.shape)} with {x.n_batch} batch and {x.n_dense} dense dimensions"
+            )
+        m, n = x.shape
+        index = self.index_dtype()
+        if isinstance(x, sparse.BCOO):
+            return x.data, x.indices[:, 0].astype(index), x.indices[:, 1].astype(index), (m, n)
+        counts = jnp.diff(x.indptr)
+        rows = jnp.repeat(jnp.arange(m, dtype=index), counts, total_repeat_length=x.nse)
+        return x.data, rows, x.indices.astype(index), (m, n)
+
     def _svd(self, a: Array) -> tuple[Array, Array, Array]:
         a = _whole_matrices(a)
         if self.is_concrete(a):  # checked finite by `svd`

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
@@ -236,3 +239,100 @@ class NumpyBackend(Backend):
             return np.linalg.solve(np.conj(np.swapaxes(L, -1, -2)), np.linalg.solve(L, b))
         y = solve_triangular(L, b, lower=True)
         return solve_triangular(L, y, lower=True, trans="C")
+
+    def triangle(self, x: Array, lower: bool) -> Array:
+        return np.tril(x) if lower else np.triu(x)
+
+    def _solve_triangular(self, a: Array, b: Array, lower: bool) -> Array:
+        if not _has_scipy() or a.ndim != 2:
+            return np.linalg.solve(self.triangle(a, lower), b)  # O(n^3), without SciPy
+        from scipy.linalg import solve_triangular
+
+        # check_finite=False: `solve_triangular` has refused non-finite `a` already, and a
+        # zero pivot gives inf (the callers check the diagonal first).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return solve_triangular(a, b, lower=lower, check_finite=False)
+
+    def index_add(self, x: Array, index: Array, values: Array) -> Array:
+        out = np.array(x, copy=True)
+        np.add.at(out, index, values)
+        return out
+
+    def sparse_matmul(self, values: Array, rows: Array, cols: Array, m: int, X: Array) -> Array:
+        if not _has_scipy():
+            return super().sparse_matmul(values, rows, cols, m, X)
+        import scipy.sparse
+
+        S = scipy.sparse.coo_array((values, (rows, cols)), shape=(m, X.shape[0]))
+        return np.asarray(S @ X)
+
+    def sparse_entries(self, x: Any) -> tuple[Array, Array, Array, tuple[int, int]] | None:
+        sparse = sys.modules.get("scipy.sparse")  # a SciPy matrix exists only once it is imported
+        if sparse is None or not sparse.issparse(x):
+            return None
+        if len(x.shape) != 2:
+            raise ValueError(
+                f"Sparse needs a 2-D sparse matrix, got a {type(x).__name__} of shape {x.shape}"
+            )
+        coo = x.tocoo()  # COO as it is; CSR, CSC, BSR, DOK, LIL and DIA converted
+        rows, cols = coo.coords if hasattr(coo, "coords") else (coo.row, coo.col)
+        m, n = x.shape
+        return coo.data, rows.astype(np.int64), cols.astype(np.int64), (int(m), int(n))
+
+    def has_sparse_factor(self) -> bool:
+        return _has_scipy()
+
+    def sparse_factor(self, values: Array, rows: Array, cols: Array, n: int) -> Any:
+        if not _has_scipy():
+            return None
+        return _SparseLU(values, rows, cols, n)
+
+
+@functools.lru_cache(maxsize=1)
+def _has_scipy() -> bool:
+    return importlib.util.find_spec("scipy") is not None
+
+
+def _parity(perm: np.ndarray) -> int:
+    """`+1` or `-1`, the sign of the permutation `perm` (by its cycles, `O(n)`)."""
+    seen = np.zeros(perm.shape[0], bool)
+    transpositions = 0
+    for start in range(perm.shape[0]):
+        length = 0
+        i = start
+        while not seen[i]:
+            seen[i] = True
+            i = perm[i]
+            length += 1
+        transpositions += max(length - 1, 0)
+    return -1 if transpositions % 2 else 1
+
+
+class _SparseLU:
+    """SciPy's SuperLU factorisation `P_r A P_c = L U` of a sparse matrix (`splu`)."""
+
+    def __init__(self, values: Array, rows: Array, cols: Array, n: int):
+        import scipy.sparse
+        import scipy.sparse.linalg
+
+        A = scipy.sparse.csc_array((values, (rows, cols)), shape=(n, n))
+        try:
+            self.lu = scipy.sparse.linalg.splu(A)
+        except RuntimeError as e:  # "Factor is exactly singular"
+            raise SingularOperatorError(f"singular sparse matrix of shape {(n, n)}: {e}") from None
+        self.dtype = A.dtype
+
+    def solve(self, B: Array) -> Array:
+        dtype = np.result_type(self.dtype, B.dtype)
+        if dtype != self.dtype:  # a real factorisation applied to complex B: by parts
+            return self.lu.solve(np.ascontiguousarray(B.real)) + 1j * self.lu.solve(
+                np.ascontiguousarray(B.imag)
+            )
+        return self.lu.solve(np.ascontiguousarray(B, dtype=dtype))
+
+    def slogdet(self) -> tuple[Array, Array]:
+        # det A = det(P_r) det(P_c) prod diag(U): L has a unit diagonal.
+        u = self.lu.U.diagonal()
+        mag = np.abs(u)
+        sign = _parity(self.lu.perm_r) * _parity(self.lu.perm_c) * np.prod(u / mag)
+        return np.asarray(sign, self.dtype), np.sum(np.log(mag))

@@ -313,6 +313,48 @@ class TorchBackend(Backend):
     def _cholesky_solve(self, L: Array, b: Array) -> Array:
         return torch.cholesky_solve(b, L)
 
+    def triangle(self, x: Array, lower: bool) -> Array:
+        return torch.tril(x) if lower else torch.triu(x)
+
+    def _solve_triangular(self, a: Array, b: Array, lower: bool) -> Array:
+        return torch.linalg.solve_triangular(a, b, upper=not lower)
+
+    def index_add(self, x: Array, index: Array, values: Array) -> Array:
+        return x.index_add(0, index, values)
+
+    def sparse_matmul(self, values: Array, rows: Array, cols: Array, m: int, X: Array) -> Array:
+        if _is_compiling():  # torch.compile does not trace sparse tensors: gather and scatter
+            return super().sparse_matmul(values, rows, cols, m, X)
+        # A COO tensor around the triples (no copy, no check) and PyTorch's sparse product,
+        # which differentiates with respect to the values and X.
+        S = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), values, (m, X.shape[0]), check_invariants=False
+        )
+        return torch.sparse.mm(S, X)
+
+    def sparse_entries(self, x: Any) -> tuple[Array, Array, Array, tuple[int, int]] | None:
+        if not isinstance(x, torch.Tensor) or x.layout == torch.strided:
+            return None
+        if x.layout not in (torch.sparse_coo, torch.sparse_csr):
+            raise TypeError(
+                f"Sparse takes PyTorch sparse tensors of layout torch.sparse_coo or "
+                f"torch.sparse_csr, got {x.layout}; convert with x.to_sparse_coo()"
+            )
+        if x.ndim != 2 or x.dense_dim() != 0:
+            raise ValueError(
+                f"Sparse needs a 2-D sparse matrix, got a PyTorch {x.layout} tensor of shape "
+                f"{tuple(x.shape)} with {x.dense_dim()} dense dimensions"
+            )
+        m, n = x.shape
+        if x.layout == torch.sparse_coo:
+            x = x.coalesce()  # differentiable: gradients reach the tensor's values
+            rows, cols = x.indices()
+            return x.values(), rows, cols, (m, n)
+        crow = x.crow_indices()
+        counts = crow[1:] - crow[:-1]
+        rows = torch.repeat_interleave(torch.arange(m, device=x.device), counts)
+        return x.values(), rows, x.col_indices().to(torch.int64), (m, n)
+
 
 class _ImplicitSolve(torch.autograd.Function):
     """`X = A^{-1} B` by an iterative `solve`, with the backward pass of implicit

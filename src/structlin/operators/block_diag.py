@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from structlin import _checks
 from structlin._dispatch import dispatch
-from structlin.backends import Array, Backend, backend_of
+from structlin.backends import Array, Backend, backend_of, is_array
 from structlin.component import Component
 from structlin.errors import SingularOperatorError
 from structlin.expressions.product import Product
 from structlin.operator import LinearOperator
+from structlin.operators.block_diagonal import BlockDiagonal
 from structlin.rules import pinv_array
 from structlin.structure import Structure, register_structure
 
@@ -22,11 +26,17 @@ class BlockDiag(LinearOperator):
     For square blocks `inv` is the batched inverse of the blocks (`O(b p^3)`)
     and `slogdet` the sum of the block log-determinants.
 
+    Given a list of blocks instead, `sl.BlockDiag([B_1, ..., B_b])` stacks them into
+    this tensor (a copy) when they are 2-D arrays of one shape, backend and dtype; blocks
+    of unequal shapes, or operators, make a [`BlockDiagonal`][structlin.BlockDiagonal]
+    (which applies them one by one, each by its own rules) instead of a `BlockDiag`.
+
     Args:
-        blocks: Floating-point or complex array of shape `(nblocks, out_block, in_block)`.
+        blocks: Floating-point or complex array of shape `(nblocks, out_block, in_block)`,
+            or a list of blocks (see above).
 
     Raises:
-        TypeError: `blocks` is not a floating-point array.
+        TypeError: `blocks` is not a floating-point array (or a list of blocks).
         ValueError: `blocks` is not 3-D.
         SingularOperatorError: from `inv`/`solve`, naming the singular block.
 
@@ -35,13 +45,26 @@ class BlockDiag(LinearOperator):
         >>> A = sl.BlockDiag(np.stack([np.eye(2), 2 * np.eye(2)]))
         >>> A @ np.ones(4)
         array([1., 1., 2., 2.])
+        >>> type(sl.BlockDiag([np.eye(2), 2 * np.eye(2)])).__name__  # stacked: the fast path
+        'BlockDiag'
+        >>> type(sl.BlockDiag([np.eye(2), np.ones((1, 3))])).__name__  # unequal blocks
+        'BlockDiagonal'
     """
 
     _children = ("blocks",)
 
     blocks: Array
 
-    def __init__(self, blocks: Array):
+    def __new__(cls, blocks: Any = None) -> Any:
+        # A list that is not one tensor's worth of equal arrays is a BlockDiagonal (which
+        # Python then does not pass to `__init__`, not being a BlockDiag).
+        if cls is BlockDiag and _is_list(blocks) and not _stackable(blocks):
+            return BlockDiagonal(blocks)
+        return super().__new__(cls)
+
+    def __init__(self, blocks: Array | Sequence[Array]):
+        if _is_list(blocks):
+            blocks = backend_of(blocks[0]).stack(list(blocks), 0)
         if hasattr(blocks, "shape") and len(blocks.shape) != 3:
             raise ValueError(
                 "BlockDiag needs blocks of shape (nblocks, out_block, in_block), got shape "
@@ -63,6 +86,26 @@ class BlockDiag(LinearOperator):
     def shape(self) -> tuple[int, int]:
         b, q, p = self.blocks.shape
         return (b * q, b * p)
+
+
+def _is_list(blocks: Any) -> bool:
+    return isinstance(blocks, Sequence) and not isinstance(blocks, (str, bytes))
+
+
+def _stackable(blocks: Sequence[Any]) -> bool:
+    """Whether `blocks` are 2-D arrays of one shape, backend, dtype and device."""
+    if not blocks or not all(is_array(b) for b in blocks):
+        return False
+    first = blocks[0]
+    backend = backend_of(first)
+    return all(
+        len(b.shape) == 2
+        and tuple(b.shape) == tuple(first.shape)
+        and backend_of(b) is backend
+        and b.dtype == first.dtype
+        and backend.device(b) == backend.device(first)
+        for b in blocks
+    )
 
 
 def _wrap(blocks: Array) -> BlockDiag:
